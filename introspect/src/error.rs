@@ -1,0 +1,52 @@
+//! Errors of the memory sources. Every variant names the file; format errors also carry the
+//! byte offset and a hint on what to do.
+
+use std::path::PathBuf;
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error opening or reading a memory image.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The operating system refused to open, inspect or map the file.
+    #[error("{}: cannot {action}: {source}; check that the file exists and is readable", path.display())]
+    Io {
+        path: PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file violates its format (truncated, corrupt or hostile).
+    #[error("{}: at byte offset {offset:#x}: {problem}; {remedy}", path.display())]
+    Malformed {
+        path: PathBuf,
+        offset: u64,
+        problem: String,
+        remedy: &'static str,
+    },
+    /// The file is well-formed but uses a variant this crate does not read.
+    #[error("{}: at byte offset {offset:#x}: unsupported {what}; {remedy}", path.display())]
+    Unsupported {
+        path: PathBuf,
+        offset: u64,
+        what: String,
+        remedy: &'static str,
+    },
+    /// No known magic at the start of the file.
+    #[error(
+        "{}: not a recognised memory image (first bytes: {magic}); expected an `xl save` image or an \
+         ELF core (xl dump-core, QEMU dump-guest-memory, kdump); a flat physical memory dump must be \
+         opened explicitly as raw",
+        path.display()
+    )]
+    UnknownFormat { path: PathBuf, magic: String },
+    /// A guest-physical read touched a page the image does not contain.
+    #[error(
+        "{}: guest-physical address {paddr:#x} (pfn {:#x}) is not present in the image; the page was \
+         not saved (ballooned out, not RAM, or outside the dump)",
+        path.display(),
+        paddr >> crate::PAGE_SHIFT
+    )]
+    NotPresent { path: PathBuf, paddr: u64 },
+}

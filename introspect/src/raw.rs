@@ -1,0 +1,76 @@
+//! Flat physical memory: byte offset N of the file is guest-physical address N.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::memory::{Backing, GuestKind, ImageFormat, PAGE_SIZE, PageMap, PhysMemory, Run, RunData, VcpuState};
+
+/// A raw physical memory image; records no vCPU state.
+pub struct RawMemory {
+    path: PathBuf,
+    data: Backing,
+    pages: PageMap,
+}
+
+impl RawMemory {
+    /// Maps the raw image at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<RawMemory> {
+        let path = path.as_ref();
+        Self::parse(path.to_path_buf(), Backing::map(path)?)
+    }
+
+    /// Serves `bytes` as physical memory; `label` stands in for the path in errors.
+    pub fn from_bytes(label: impl Into<PathBuf>, bytes: Vec<u8>) -> Result<RawMemory> {
+        Self::parse(label.into(), Backing::Owned(bytes))
+    }
+
+    pub(crate) fn parse(path: PathBuf, data: Backing) -> Result<RawMemory> {
+        let len = data.len() as u64;
+        let full = len / PAGE_SIZE as u64;
+        let mut runs = vec![Run {
+            start: 0,
+            count: full,
+            data: RunData::File(0),
+        }];
+        // A trailing partial page is served zero-padded rather than dropped.
+        let tail = &data[(full as usize) * PAGE_SIZE..];
+        if !tail.is_empty() {
+            let mut buf = vec![0; PAGE_SIZE].into_boxed_slice();
+            buf[..tail.len()].copy_from_slice(tail);
+            runs.push(Run {
+                start: full,
+                count: 1,
+                data: RunData::Owned(buf),
+            });
+        }
+        let pages = PageMap::new(runs, len).map_err(|_| Error::Malformed {
+            path: path.clone(),
+            offset: 0,
+            problem: "file too large to be physical memory".into(),
+            remedy: "check that this really is a raw memory image",
+        })?;
+        Ok(RawMemory { path, data, pages })
+    }
+}
+
+impl PhysMemory for RawMemory {
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn format(&self) -> ImageFormat {
+        ImageFormat::Raw
+    }
+    fn guest_kind(&self) -> GuestKind {
+        GuestKind::Unspecified
+    }
+    fn page(&self, pfn: u64) -> Option<&[u8]> {
+        self.pages.page(&self.data, pfn)
+    }
+    fn present_ranges(&self) -> Box<dyn Iterator<Item = Range<u64>> + '_> {
+        Box::new(self.pages.ranges())
+    }
+    fn vcpus(&self) -> &[VcpuState] {
+        &[]
+    }
+}
