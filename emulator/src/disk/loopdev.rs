@@ -1,0 +1,155 @@
+//! Read-only loop devices over a byte range of an image file.
+//!
+//! The backing file is opened `O_RDONLY` and the device is configured `LO_FLAGS_READ_ONLY`, so
+//! neither dormouse nor a filesystem driver can write the guest's disk through it. Each
+//! partition gets its own device with an offset and size limit, which avoids partition
+//! scanning (and its udev races) altogether.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
+const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+const LO_FLAGS_READ_ONLY: u32 = 1;
+const LO_FLAGS_AUTOCLEAR: u32 = 4;
+const LO_NAME_SIZE: usize = 64;
+/// Another process can take the device LOOP_CTL_GET_FREE handed us before we configure it.
+const ATTACH_ATTEMPTS: usize = 16;
+
+/// `struct loop_info64` from `<linux/loop.h>`.
+#[repr(C)]
+struct LoopInfo64 {
+    lo_device: u64,
+    lo_inode: u64,
+    lo_rdevice: u64,
+    lo_offset: u64,
+    lo_sizelimit: u64,
+    lo_number: u32,
+    lo_encrypt_type: u32,
+    lo_encrypt_key_size: u32,
+    lo_flags: u32,
+    lo_file_name: [u8; LO_NAME_SIZE],
+    lo_crypt_name: [u8; LO_NAME_SIZE],
+    lo_encrypt_key: [u8; 32],
+    lo_init: [u64; 2],
+}
+
+/// `struct loop_config` from `<linux/loop.h>` (Linux ≥ 5.8).
+#[repr(C)]
+struct LoopConfig {
+    fd: u32,
+    block_size: u32,
+    info: LoopInfo64,
+    reserved: [u64; 8],
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("opening {path}: {source}")]
+    Open { path: PathBuf, source: std::io::Error },
+    #[error("{op} on {device}: {errno} (is the loop module loaded and are we root?)")]
+    Ioctl {
+        op: &'static str,
+        device: PathBuf,
+        errno: Errno,
+    },
+    #[error("no free loop device after {ATTACH_ATTEMPTS} attempts: other processes keep taking them")]
+    Busy,
+}
+
+/// An attached read-only loop device; detached when dropped.
+#[derive(Debug)]
+pub struct LoopDevice {
+    device: File,
+    path: PathBuf,
+}
+
+impl LoopDevice {
+    /// Attaches `size` bytes of `image` starting at `offset` to a free loop device, read-only.
+    pub fn attach_read_only(image: &Path, offset: u64, size: u64) -> Result<Self, LoopError> {
+        let backing = File::open(image).map_err(|source| LoopError::Open {
+            path: image.to_owned(),
+            source,
+        })?;
+        let control_path = Path::new("/dev/loop-control");
+        let control = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(control_path)
+            .map_err(|source| LoopError::Open {
+                path: control_path.to_owned(),
+                source,
+            })?;
+
+        let mut info = LoopInfo64 {
+            lo_device: 0,
+            lo_inode: 0,
+            lo_rdevice: 0,
+            lo_offset: offset,
+            lo_sizelimit: size,
+            lo_number: 0,
+            lo_encrypt_type: 0,
+            lo_encrypt_key_size: 0,
+            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_file_name: [0; LO_NAME_SIZE],
+            lo_crypt_name: [0; LO_NAME_SIZE],
+            lo_encrypt_key: [0; 32],
+            lo_init: [0; 2],
+        };
+        // The kernel shows this in /sys/block/loopN/loop/backing_file; truncation is harmless.
+        let name = image.as_os_str().as_encoded_bytes();
+        let n = name.len().min(LO_NAME_SIZE - 1);
+        info.lo_file_name[..n].copy_from_slice(&name[..n]);
+        let config = LoopConfig {
+            fd: backing.as_raw_fd() as u32,
+            block_size: 0,
+            info,
+            reserved: [0; 8],
+        };
+
+        for _ in 0..ATTACH_ATTEMPTS {
+            // SAFETY: LOOP_CTL_GET_FREE takes no argument and returns a device number.
+            let number = Errno::result(unsafe { libc::ioctl(control.as_raw_fd(), LOOP_CTL_GET_FREE as _) }).map_err(
+                |errno| LoopError::Ioctl {
+                    op: "LOOP_CTL_GET_FREE",
+                    device: control_path.to_owned(),
+                    errno,
+                },
+            )?;
+            let path = PathBuf::from(format!("/dev/loop{number}"));
+            let device = File::open(&path).map_err(|source| LoopError::Open { path: path.clone(), source })?;
+            // SAFETY: `config` is a fully initialised `struct loop_config` that outlives the call;
+            // the kernel only reads it.
+            match Errno::result(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config) }) {
+                Ok(_) => return Ok(Self { device, path }),
+                Err(Errno::EBUSY) => continue,
+                Err(errno) => {
+                    return Err(LoopError::Ioctl {
+                        op: "LOOP_CONFIGURE",
+                        device: path,
+                        errno,
+                    });
+                }
+            }
+        }
+        Err(LoopError::Busy)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        // With AUTOCLEAR the kernel detaches once the last user (a mount) is gone; clearing here
+        // detaches at once when nothing is mounted. EBUSY means a mount still holds it, and
+        // AUTOCLEAR will finish the job when it is unmounted.
+        // SAFETY: LOOP_CLR_FD takes no argument.
+        let _ = unsafe { libc::ioctl(self.device.as_raw_fd(), LOOP_CLR_FD as _) };
+    }
+}

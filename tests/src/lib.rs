@@ -1,0 +1,106 @@
+//! Where the tests find their data.
+//!
+//! Two kinds of fixtures, with different rules:
+//! - **Real Xen data** (`$DORMOUSE_FIXTURES`, default `../shared/fixtures` beside the
+//!   workspace): recorded by software nobody here wrote. A clone without it skips those tests,
+//!   loudly. CI always has it.
+//! - **The test bed** (`$DORMOUSE_CACHE`, default `~/.cache/dormouse`): built by
+//!   `scripts/make-fixtures`, which `scripts/test` runs first. A missing piece is a failure that
+//!   names the script, never a skip — except in quick mode (`DORMOUSE_QUICK=1`), documented in
+//!   README.md, where such tests skip loudly.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The workspace root (this package lives in `tests/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent directory")
+        .to_owned()
+}
+
+/// The real Xen fixtures, or `None` after printing a loud skip message.
+pub fn xen_fixtures(test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("DORMOUSE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/fixtures"));
+    if dir.is_dir() {
+        return Some(dir);
+    }
+    eprintln!(
+        "\n!!! SKIPPED {test}: real Xen fixtures not found at {} — set DORMOUSE_FIXTURES to the \
+         shared fixtures directory (CI always has them)\n",
+        dir.display()
+    );
+    None
+}
+
+pub fn cache_dir() -> PathBuf {
+    match std::env::var_os("DORMOUSE_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dormouse"),
+    }
+}
+
+fn quick_mode() -> bool {
+    std::env::var_os("DORMOUSE_QUICK").is_some_and(|v| v == "1")
+}
+
+/// `testbed.json`, written last by `scripts/make-fixtures`.
+#[derive(Debug, Deserialize)]
+pub struct Testbed {
+    pub guest_hostname: String,
+    pub disks: TestbedDisks,
+    pub scenarios: serde_json::Value,
+    pub repo: serde_json::Value,
+    pub memdump: MemdumpInfo,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TestbedDisks {
+    pub guest: TestbedDisk,
+    pub guest_split: TestbedDisk,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TestbedDisk {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub table: String,
+    pub filesystems: Vec<TestbedFilesystem>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TestbedFilesystem {
+    pub partition: u32,
+    pub mountpoint: String,
+    pub uuid: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct MemdumpInfo {
+    pub dir: PathBuf,
+}
+
+/// The generated test bed. Panics with the command that builds it when it is missing, or
+/// returns `None` after a loud message in quick mode.
+pub fn testbed(test: &str) -> Option<Testbed> {
+    let manifest = cache_dir().join("testbed.json");
+    let text = match std::fs::read_to_string(&manifest) {
+        Ok(text) => text,
+        Err(e) if quick_mode() => {
+            eprintln!("\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n", manifest.display());
+            return None;
+        }
+        Err(e) => panic!(
+            "{test}: the test bed is missing ({}: {e}). Build it with `scripts/make-fixtures` as root \
+             (scripts/test does this), or set DORMOUSE_CACHE to where it was built.",
+            manifest.display()
+        ),
+    };
+    let testbed: Testbed = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: not a test bed manifest ({e}); rerun scripts/make-fixtures", manifest.display()));
+    Some(testbed)
+}
