@@ -2,9 +2,7 @@
 //! XTAB removal, unaligned ELF segments), and proof that truncated or corrupted input yields
 //! errors, never panics. These need no fixtures.
 
-use introspect::{
-    ElfCore, Error, FrameSpace, PhysMemory, XenCore, XenDomainType, XlSaveImage, open_memory,
-};
+use introspect::{ElfCore, Error, FrameSpace, PhysMemory, XenCore, XenDomainType, XlSaveImage, open_memory};
 
 fn rec(out: &mut Vec<u8>, rtype: u32, body: &[u8]) {
     out.extend(rtype.to_le_bytes());
@@ -52,7 +50,11 @@ fn synthetic_save() -> Vec<u8> {
     f.extend(4u32.to_le_bytes());
     f.extend(17u32.to_le_bytes());
     rec(&mut f, 0x02, &[8, 4, 0, 0, 0, 0, 0, 0]);
-    rec(&mut f, 0x01, &page_data(&[(0, 5, Some(0xaa)), (0, 6, Some(0xbb)), (0xf, 7, None)]));
+    rec(
+        &mut f,
+        0x01,
+        &page_data(&[(0, 5, Some(0xaa)), (0, 6, Some(0xbb)), (0xf, 7, None)]),
+    );
     rec(&mut f, 0x01, &page_data(&[(0x1, 5, Some(0xcc)), (0xf, 6, None)]));
     rec(&mut f, 0x8000_1234, b"optional, skipped");
     rec(&mut f, 0, &[]);
@@ -85,7 +87,9 @@ fn truncated_or_corrupted_save_never_panics() {
         let err = XlSaveImage::from_bytes("cut.save", good[..len].to_vec());
         assert!(err.is_err(), "prefix of {len} bytes accepted");
     }
-    let err = XlSaveImage::from_bytes("cut.save", good[..good.len() - 8].to_vec()).err().unwrap();
+    let err = XlSaveImage::from_bytes("cut.save", good[..good.len() - 8].to_vec())
+        .err()
+        .unwrap();
     assert!(err.to_string().starts_with("cut.save: at byte offset 0x"), "{err}");
     // Every single-byte corruption: Ok or Err, but no panic and no out-of-range page.
     for at in 0..good.len().min(600) {
@@ -160,7 +164,10 @@ fn unaligned_elf_segments_are_assembled_into_pages() {
     let want: Vec<u8> = (0..0x1000u32).map(|i| (i % 251) as u8 + 1).collect();
     assert_eq!(&buf[..0x1000], &want[..]);
     assert!(buf[0x1000..].iter().all(|&b| b == 0));
-    assert!(elf.page(1).unwrap()[..0x800].iter().all(|&b| b == 0), "below the segment");
+    assert!(
+        elf.page(1).unwrap()[..0x800].iter().all(|&b| b == 0),
+        "below the segment"
+    );
     assert!(elf.page(0).is_none() && elf.page(4).is_none());
     assert!(elf.vcpus().is_empty());
 }
@@ -169,7 +176,10 @@ fn unaligned_elf_segments_are_assembled_into_pages() {
 /// whose cr3 names mfn 0x2000.
 fn synthetic_dump_core() -> Vec<u8> {
     let mut notes = Vec::new();
-    let header: Vec<u8> = [0xF00F_EBEDu64, 1, 2, 4096].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let header: Vec<u8> = [0xF00F_EBEDu64, 1, 2, 4096]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     note(&mut notes, b"Xen", 0x200_0001, &header);
     let mut ctx = vec![0u8; 5168];
     ctx[4984..4992].copy_from_slice(&0x8005_0033u64.to_le_bytes());
@@ -225,8 +235,7 @@ fn dump_core_sections_and_machine_frames() {
 
 #[test]
 fn truncated_or_corrupted_elf_never_panics() {
-    for good in [synthetic_elf(), synthetic_dump_core()] {
-        let is_xen = good.len() > 0x2000;
+    for (good, is_xen) in [(synthetic_elf(), false), (synthetic_dump_core(), true)] {
         let parse = |b: Vec<u8>| -> Result<Box<dyn PhysMemory>, Error> {
             if is_xen {
                 XenCore::from_bytes("x.core", b).map(|c| Box::new(c) as Box<dyn PhysMemory>)
@@ -262,7 +271,10 @@ fn unknown_format_is_named() {
     std::fs::remove_file(&path).unwrap();
     let msg = err.to_string();
     assert!(matches!(err, Error::UnknownFormat { .. }));
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("raw"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("raw"),
+        "{msg}"
+    );
     let missing = open_memory("/nonexistent/dormouse.save").err().unwrap();
     assert!(missing.to_string().contains("/nonexistent/dormouse.save"), "{missing}");
 }
