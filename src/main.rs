@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use emulator::disk::GuestDisk;
 
 #[derive(Parser)]
-#[command(name = "dormouse", version, about = "Security-patch suspended Xen domUs offline, from dom0")]
+#[command(
+    name = "dormouse",
+    version,
+    about = "Security-patch suspended Xen domUs offline, from dom0"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -70,7 +74,12 @@ fn disk(path: &std::path::Path, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
     }
-    println!("{}: {} bytes, partition table: {:?}", disk.path.display(), disk.size, disk.table);
+    println!(
+        "{}: {} bytes, partition table: {:?}",
+        disk.path.display(),
+        disk.size,
+        disk.table
+    );
     for v in &disk.volumes {
         let p = &v.partition;
         let fs = v.filesystem.as_ref().map_or("-".to_owned(), |fs| {
@@ -93,7 +102,10 @@ fn disk(path: &std::path::Path, json: bool) -> Result<()> {
                 os.pretty_name.as_deref().unwrap_or("unknown OS")
             );
             println!("its /etc/fstab:");
-            for line in fstab.lines().filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#')) {
+            for line in fstab
+                .lines()
+                .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+            {
                 println!("  {line}");
             }
         }

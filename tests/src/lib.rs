@@ -91,7 +91,10 @@ pub fn testbed(test: &str) -> Option<Testbed> {
     let text = match std::fs::read_to_string(&manifest) {
         Ok(text) => text,
         Err(e) if quick_mode() => {
-            eprintln!("\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n", manifest.display());
+            eprintln!(
+                "\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n",
+                manifest.display()
+            );
             return None;
         }
         Err(e) => panic!(
@@ -100,7 +103,11 @@ pub fn testbed(test: &str) -> Option<Testbed> {
             manifest.display()
         ),
     };
-    let testbed: Testbed = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: not a test bed manifest ({e}); rerun scripts/make-fixtures", manifest.display()));
+    let testbed: Testbed = serde_json::from_str(&text).unwrap_or_else(|e| {
+        panic!(
+            "{}: not a test bed manifest ({e}); rerun scripts/make-fixtures",
+            manifest.display()
+        )
+    });
     Some(testbed)
 }

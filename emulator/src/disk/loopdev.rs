@@ -121,7 +121,10 @@ impl LoopDevice {
                 },
             )?;
             let path = PathBuf::from(format!("/dev/loop{number}"));
-            let device = File::open(&path).map_err(|source| LoopError::Open { path: path.clone(), source })?;
+            let device = File::open(&path).map_err(|source| LoopError::Open {
+                path: path.clone(),
+                source,
+            })?;
             // SAFETY: `config` is a fully initialised `struct loop_config` that outlives the call;
             // the kernel only reads it.
             match Errno::result(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config) }) {

@@ -47,7 +47,11 @@ pub enum DiskError {
     #[error("partition {number} of {path} holds no filesystem dormouse can mount (found: {found})")]
     NotMountable { path: PathBuf, number: u32, found: String },
     #[error("{path} has no partition {number}; it has {available}")]
-    NoSuchPartition { path: PathBuf, number: u32, available: String },
+    NoSuchPartition {
+        path: PathBuf,
+        number: u32,
+        available: String,
+    },
     #[error("reading {path} inside the guest tree at {root}: {source}")]
     GuestFile {
         root: PathBuf,
@@ -112,14 +116,17 @@ impl GuestDisk {
     }
 
     pub fn volume(&self, number: u32) -> Result<&Volume> {
-        self.volumes.iter().find(|v| v.partition.number == number).ok_or_else(|| {
-            let available: Vec<String> = self.volumes.iter().map(|v| v.partition.number.to_string()).collect();
-            DiskError::NoSuchPartition {
-                path: self.path.clone(),
-                number,
-                available: format!("partitions {}", available.join(", ")),
-            }
-        })
+        self.volumes
+            .iter()
+            .find(|v| v.partition.number == number)
+            .ok_or_else(|| {
+                let available: Vec<String> = self.volumes.iter().map(|v| v.partition.number.to_string()).collect();
+                DiskError::NoSuchPartition {
+                    path: self.path.clone(),
+                    number,
+                    available: format!("partitions {}", available.join(", ")),
+                }
+            })
     }
 
     /// Mounts one volume read-only at `target` (which must exist).
@@ -132,7 +139,10 @@ impl GuestDisk {
             .ok_or_else(|| DiskError::NotMountable {
                 path: self.path.clone(),
                 number,
-                found: volume.filesystem.as_ref().map_or("nothing recognisable".into(), |fs| fs.fstype.clone()),
+                found: volume
+                    .filesystem
+                    .as_ref()
+                    .map_or("nothing recognisable".into(), |fs| fs.fstype.clone()),
             })?;
         ReadOnlyMount::new(&self.path, &volume.partition, fs, target)
     }
@@ -141,7 +151,10 @@ impl GuestDisk {
     /// `/etc/os-release` must exist. Returns its number and the parsed os-release.
     pub fn find_root(&self, scratch: &Path) -> Result<Option<(u32, OsRelease)>> {
         for volume in &self.volumes {
-            let mountable = volume.filesystem.as_ref().is_some_and(|fs| mount_data(&fs.fstype).is_some());
+            let mountable = volume
+                .filesystem
+                .as_ref()
+                .is_some_and(|fs| mount_data(&fs.fstype).is_some());
             if !mountable {
                 continue;
             }
@@ -152,7 +165,10 @@ impl GuestDisk {
             drop(root);
             drop(mount);
             if let (true, Ok(text)) = (has_fstab, os_release) {
-                return Ok(Some((volume.partition.number, OsRelease::parse(&String::from_utf8_lossy(&text)))));
+                return Ok(Some((
+                    volume.partition.number,
+                    OsRelease::parse(&String::from_utf8_lossy(&text)),
+                )));
             }
         }
         Ok(None)
@@ -295,7 +311,9 @@ impl OsRelease {
     pub fn parse(text: &str) -> Self {
         let mut out = Self::default();
         for line in text.lines() {
-            let Some((key, value)) = line.split_once('=') else { continue };
+            let Some((key, value)) = line.split_once('=') else {
+                continue;
+            };
             let value = value.trim().trim_matches('"').to_owned();
             match key.trim() {
                 "ID" => out.id = Some(value),

@@ -137,7 +137,13 @@ fn read_mbr<R: Read + Seek>(
         if e.system_id == 0 || e.sectors == 0 {
             continue;
         }
-        let (start, size) = checked_extent("MBR", 446 + 16 * i as u64, e.start_lba as u64, e.sectors as u64, disk_len)?;
+        let (start, size) = checked_extent(
+            "MBR",
+            446 + 16 * i as u64,
+            e.start_lba as u64,
+            e.sectors as u64,
+            disk_len,
+        )?;
         if is_extended(e.system_id) {
             extended = Some(start);
             continue;
@@ -159,7 +165,11 @@ fn read_mbr<R: Read + Seek>(
         for _ in 0..MBR_MAX_LOGICAL {
             let ebr = read_at::<_, 512>(disk, ebr_offset, "an extended boot record")?;
             if ebr[510..512] != [0x55, 0xAA] {
-                return Err(invalid("MBR", ebr_offset, "extended boot record lacks the 0x55AA signature"));
+                return Err(invalid(
+                    "MBR",
+                    ebr_offset,
+                    "extended boot record lacks the 0x55AA signature",
+                ));
             }
             let [this, next, ..] = mbr_entries(&ebr);
             if this.system_id != 0 && this.sectors != 0 {
@@ -176,7 +186,10 @@ fn read_mbr<R: Read + Seek>(
                 number += 1;
             }
             if !is_extended(next.system_id) || next.start_lba == 0 {
-                return Ok(PartitionTable { kind: TableKind::Mbr, partitions });
+                return Ok(PartitionTable {
+                    kind: TableKind::Mbr,
+                    partitions,
+                });
             }
             let (next_offset, _) = checked_extent(
                 "MBR",
@@ -193,18 +206,29 @@ fn read_mbr<R: Read + Seek>(
             &format!("more than {MBR_MAX_LOGICAL} logical partitions (a loop in the EBR chain?)"),
         ));
     }
-    Ok(PartitionTable { kind: TableKind::Mbr, partitions })
+    Ok(PartitionTable {
+        kind: TableKind::Mbr,
+        partitions,
+    })
 }
 
 fn read_gpt<R: Read + Seek>(disk: &mut R, disk_len: u64) -> Result<PartitionTable> {
     let header_offset = SECTOR;
     let header = read_at::<_, 512>(disk, header_offset, "the GPT header")?;
     if &header[0..8] != b"EFI PART" {
-        return Err(invalid("GPT", header_offset, "protective MBR present but no \"EFI PART\" header at LBA 1"));
+        return Err(invalid(
+            "GPT",
+            header_offset,
+            "protective MBR present but no \"EFI PART\" header at LBA 1",
+        ));
     }
     let header_size = le32(&header, 12);
     if !(92..=512).contains(&header_size) {
-        return Err(invalid("GPT", header_offset + 12, &format!("header size {header_size} out of range 92..=512")));
+        return Err(invalid(
+            "GPT",
+            header_offset + 12,
+            &format!("header size {header_size} out of range 92..=512"),
+        ));
     }
     let stored_crc = le32(&header, 16);
     let mut crc_input = header[..header_size as usize].to_vec();
@@ -224,7 +248,13 @@ fn read_gpt<R: Read + Seek>(disk: &mut R, disk_len: u64) -> Result<PartitionTabl
         ));
     }
     let table_len = count as u64 * entry_size as u64;
-    let (table_offset, _) = checked_extent("GPT", header_offset + 72, entries_lba, table_len.div_ceil(SECTOR), disk_len)?;
+    let (table_offset, _) = checked_extent(
+        "GPT",
+        header_offset + 72,
+        entries_lba,
+        table_len.div_ceil(SECTOR),
+        disk_len,
+    )?;
     let mut table = vec![0u8; table_len as usize];
     seek_read(disk, table_offset, &mut table, "the GPT partition entries")?;
     if crc32fast::hash(&table) != entries_crc {
@@ -240,7 +270,11 @@ fn read_gpt<R: Read + Seek>(disk: &mut R, disk_len: u64) -> Result<PartitionTabl
         let last = le64(entry, 40);
         let entry_offset = table_offset + i as u64 * entry_size as u64;
         if last < first {
-            return Err(invalid("GPT", entry_offset + 32, &format!("partition ends (LBA {last}) before it starts (LBA {first})")));
+            return Err(invalid(
+                "GPT",
+                entry_offset + 32,
+                &format!("partition ends (LBA {last}) before it starts (LBA {first})"),
+            ));
         }
         let (start, size) = checked_extent("GPT", entry_offset + 32, first, last - first + 1, disk_len)?;
         let name_units: Vec<u16> = entry[56..128]
@@ -257,7 +291,10 @@ fn read_gpt<R: Read + Seek>(disk: &mut R, disk_len: u64) -> Result<PartitionTabl
             name: Some(String::from_utf16_lossy(&name_units)),
         });
     }
-    Ok(PartitionTable { kind: TableKind::Gpt, partitions })
+    Ok(PartitionTable {
+        kind: TableKind::Gpt,
+        partitions,
+    })
 }
 
 /// GUIDs are stored mixed-endian: the first three fields little-endian, the rest as bytes.
@@ -366,7 +403,9 @@ mod tests {
     #[test]
     fn mbr_partition_past_end_of_disk_is_an_error_naming_the_entry() {
         let d = disk_with_mbr(&[(0x83, 2048, u32::MAX)], 1 << 20);
-        let err = read_partition_table(&mut Cursor::new(d), 1 << 20).unwrap_err().to_string();
+        let err = read_partition_table(&mut Cursor::new(d), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("offset 446"), "{err}");
     }
 
@@ -399,7 +438,9 @@ mod tests {
         let mut d = disk_with_mbr(&[(0x05, 8, 64)], 1 << 16);
         put_ebr(&mut d, 8, 8);
         put_ebr(&mut d, 16, 8);
-        let err = read_partition_table(&mut Cursor::new(d), 1 << 16).unwrap_err().to_string();
+        let err = read_partition_table(&mut Cursor::new(d), 1 << 16)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("more than 128 logical partitions"), "{err}");
     }
 
@@ -408,7 +449,9 @@ mod tests {
         let mut d = disk_with_mbr(&[(0xEE, 1, 100)], 1 << 20);
         d[512..520].copy_from_slice(b"EFI PART");
         d[512 + 12..512 + 16].copy_from_slice(&92u32.to_le_bytes());
-        let err = read_partition_table(&mut Cursor::new(d), 1 << 20).unwrap_err().to_string();
+        let err = read_partition_table(&mut Cursor::new(d), 1 << 20)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("CRC32"), "{err}");
     }
 }

@@ -84,7 +84,14 @@ fn ext(sb: &[u8]) -> Option<Filesystem> {
 
 fn uuid_string(b: &[u8]) -> String {
     let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Labels are NUL-padded byte strings; guests may put anything there, so invalid UTF-8 is
@@ -105,7 +112,9 @@ mod tests {
         d[sb + 56..sb + 58].copy_from_slice(&EXT_MAGIC.to_le_bytes());
         d[sb + 92..sb + 96].copy_from_slice(&compat.to_le_bytes());
         d[sb + 96..sb + 100].copy_from_slice(&incompat.to_le_bytes());
-        d[sb + 104..sb + 120].copy_from_slice(&[0x5d, 0x0c, 0x35, 0xa5, 0x70, 0xd4, 0x4a, 0x4e, 0x9a, 0x55, 0x1f, 0x1f, 0x3c, 0x0a, 0, 1]);
+        d[sb + 104..sb + 120].copy_from_slice(&[
+            0x5d, 0x0c, 0x35, 0xa5, 0x70, 0xd4, 0x4a, 0x4e, 0x9a, 0x55, 0x1f, 0x1f, 0x3c, 0x0a, 0, 1,
+        ]);
         d[sb + 120..sb + 124].copy_from_slice(b"root");
         d
     }
@@ -123,7 +132,13 @@ mod tests {
 
     #[test]
     fn unknown_and_tiny_content_is_not_a_filesystem() {
-        assert_eq!(probe_filesystem(&mut Cursor::new(vec![0u8; 8192]), 0, 8192).unwrap(), None);
-        assert_eq!(probe_filesystem(&mut Cursor::new(vec![0u8; 100]), 0, 100).unwrap(), None);
+        assert_eq!(
+            probe_filesystem(&mut Cursor::new(vec![0u8; 8192]), 0, 8192).unwrap(),
+            None
+        );
+        assert_eq!(
+            probe_filesystem(&mut Cursor::new(vec![0u8; 100]), 0, 100).unwrap(),
+            None
+        );
     }
 }
