@@ -13,6 +13,7 @@ mod error;
 mod memory;
 mod open;
 mod raw;
+mod virt;
 mod xl_save;
 
 pub use elf::{ElfCore, LoadSegment, XenCore, XenVersion};
@@ -24,3 +25,4 @@ pub use xl_save::{
     DiskConfig, DomainConfig, HvmSaveEntry, NicConfig, P2mFrames, PvInfo, StreamLayer, StreamRecord, XenDomainType,
     XlHeader, XlSaveImage,
 };
+pub use virt::{VirtError, VirtualMemory};
