@@ -21,8 +21,8 @@ pub use error::{Error, Result};
 pub use memory::{FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PhysMemory, VcpuState};
 pub use open::{detect, open_memory, open_memory_as};
 pub use raw::RawMemory;
+pub use virt::{VirtError, VirtualMemory};
 pub use xl_save::{
     DiskConfig, DomainConfig, HvmSaveEntry, NicConfig, P2mFrames, PvInfo, StreamLayer, StreamRecord, XenDomainType,
     XlHeader, XlSaveImage,
 };
-pub use virt::{VirtError, VirtualMemory};
