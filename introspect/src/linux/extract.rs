@@ -1,0 +1,475 @@
+//! Walks the guest kernel's data structures into the parts of a [`GuestSnapshot`].
+//!
+//! Each part is read independently: a part that fails becomes a warning and an empty value,
+//! so a damaged module list does not cost the task list.
+//!
+//! [`GuestSnapshot`]: super::snapshot::GuestSnapshot
+
+use std::collections::BTreeMap;
+
+use super::layout::{
+    CtlTableLayout, FsTypeLayout, LayoutError, ModuleLayout, ModuleSize, NetConfLayout, TaskLayout, TypeInfo, UtsLayout,
+};
+use super::reader::{KernelReader, ReadError};
+use super::snapshot::{FilesystemType, Module, Task, Uts};
+use crate::virt::VirtualMemory;
+
+/// Symbol addresses of the running kernel (already relocated for KASLR).
+pub trait SymbolLookup {
+    fn address(&self, name: &str) -> Option<u64>;
+    /// The name of the symbol that starts exactly at `addr`.
+    fn name_at(&self, addr: u64) -> Option<String>;
+    /// Start of the first symbol above `addr`: an upper bound for the object at `addr`.
+    fn next_after(&self, addr: u64) -> Option<u64>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("the kernel's symbols have no `{0}`; the profile does not match this kernel or is incomplete")]
+    NoSymbol(String),
+    #[error(transparent)]
+    Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, ExtractError>;
+
+/// Creates the address space of a user process from the physical address of its top-level
+/// page table; `None` when that table is not in the image.
+pub type UserSpaceFactory<'a> = dyn Fn(u64) -> Option<Box<dyn VirtualMemory + 'a>> + 'a;
+
+/// Everything the walk reads through.
+pub struct KernelView<'a> {
+    pub kernel: &'a dyn VirtualMemory,
+    pub symbols: &'a dyn SymbolLookup,
+    pub types: &'a dyn TypeInfo,
+    pub user_space: &'a UserSpaceFactory<'a>,
+}
+
+/// Arguments longer than this are cut (the kernel has no limit; `ps` output does not need it).
+const MAX_CMDLINE: u64 = 1 << 20;
+const PF_KTHREAD: u32 = 0x0020_0000;
+const FS_REQUIRES_DEV: u32 = 1;
+
+impl<'a> KernelView<'a> {
+    fn reader(&self) -> KernelReader<'a> {
+        KernelReader::new(self.kernel)
+    }
+
+    fn symbol(&self, name: &str) -> Result<u64> {
+        self.symbols
+            .address(name)
+            .ok_or_else(|| ExtractError::NoSymbol(name.to_owned()))
+    }
+
+    pub fn uts(&self) -> Result<Uts> {
+        let l = UtsLayout::resolve(self.types)?;
+        let base = self.symbol("init_uts_ns")? + l.name;
+        let r = self.reader();
+        let field = |off: u64, what: &str| r.inline_string(base + off, l.field_len as usize, what);
+        Ok(Uts {
+            sysname: field(l.sysname, "init_uts_ns.name.sysname")?,
+            nodename: field(l.nodename, "init_uts_ns.name.nodename")?,
+            release: field(l.release, "init_uts_ns.name.release")?,
+            version: field(l.version, "init_uts_ns.name.version")?,
+            machine: field(l.machine, "init_uts_ns.name.machine")?,
+            domainname: field(l.domainname, "init_uts_ns.name.domainname")?,
+        })
+    }
+
+    pub fn banner(&self) -> Result<String> {
+        let text = self
+            .reader()
+            .c_string(self.symbol("linux_banner")?, 1024, "linux_banner")?;
+        Ok(text.trim_end_matches('\n').to_owned())
+    }
+
+    pub fn cmdline(&self) -> Result<String> {
+        let r = self.reader();
+        let ptr = r.u64(self.symbol("saved_command_line")?, "saved_command_line")?;
+        Ok(r.c_string(ptr, 4096, "the kernel command line")?)
+    }
+
+    /// `/proc/sys/kernel/random/boot_id`: generated lazily by the guest on first read, so a
+    /// guest that never read it has none.
+    pub fn boot_id(&self) -> Result<Option<String>> {
+        let b = self
+            .reader()
+            .bytes(self.symbol("sysctl_bootid")?, 16, "sysctl_bootid")?;
+        if b.iter().all(|x| *x == 0) {
+            return Ok(None);
+        }
+        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        Ok(Some(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )))
+    }
+
+    /// Thread-group leaders in `init_task.tasks` order (what `ps -e` lists), kernel threads
+    /// included, the idle task (pid 0) excluded.
+    pub fn tasks(&self, release: &str) -> Result<(Vec<Task>, Vec<String>)> {
+        let l = TaskLayout::resolve(self.types)?;
+        let r = self.reader();
+        let init_task = self.symbol("init_task")?;
+        let frozen_bit = task_frozen_bit(release);
+        let mut warnings = Vec::new();
+        let mut tasks = Vec::new();
+        for task in r.list(init_task + l.tasks, l.tasks, "init_task.tasks")? {
+            match self.task(&l, task, frozen_bit) {
+                Ok((t, warning)) => {
+                    warnings.extend(warning);
+                    tasks.push(t);
+                }
+                Err(e) => warnings.push(format!("task_struct at {task:#x} skipped: {e}")),
+            }
+        }
+        Ok((tasks, warnings))
+    }
+
+    fn task(&self, l: &TaskLayout, task: u64, frozen_bit: Option<u32>) -> Result<(Task, Option<String>)> {
+        let r = self.reader();
+        let pid = r.i32(task + l.pid, "task_struct.pid")?;
+        let tgid = r.i32(task + l.tgid, "task_struct.tgid")?;
+        let comm = r.inline_string(task + l.comm, l.comm_len as usize, "task_struct.comm")?;
+        let parent = r.u64(task + l.real_parent, "task_struct.real_parent")?;
+        let ppid = if parent == 0 {
+            0
+        } else {
+            r.i32(parent + l.tgid, "real_parent->tgid")?
+        };
+        let cred = r.u64(task + l.real_cred, "task_struct.real_cred")?;
+        let uid = r.u32(cred + l.cred_uid, "cred.uid")?;
+        let gid = r.u32(cred + l.cred_gid, "cred.gid")?;
+        let flags = r.u32(task + l.flags, "task_struct.flags")?;
+        let mut state = r.u32(task + l.state, "task_struct.__state")?;
+        if let (Some(bit), Some(saved)) = (frozen_bit, l.saved_state) {
+            // A task frozen for suspend keeps the state it slept in aside; ps would show that.
+            if state & bit != 0 {
+                state = r.u32(task + saved, "task_struct.saved_state")?;
+            }
+        }
+        let exit_state = r.u32(task + l.exit_state, "task_struct.exit_state")?;
+        let kernel_thread = flags & PF_KTHREAD != 0;
+        let mm = r.u64(task + l.mm, "task_struct.mm")?;
+        let (cmdline, warning) = if mm == 0 {
+            (Some(Vec::new()), None)
+        } else {
+            match self.user_cmdline(l, mm) {
+                Ok(args) => (Some(args), None),
+                Err(e) => (None, Some(format!("pid {pid} ({comm}): command line unavailable: {e}"))),
+            }
+        };
+        Ok((
+            Task {
+                pid,
+                tgid,
+                ppid,
+                uid,
+                gid,
+                state: state_letter(state, exit_state),
+                comm,
+                kernel_thread,
+                cmdline,
+            },
+            warning,
+        ))
+    }
+
+    fn user_cmdline(&self, l: &TaskLayout, mm: u64) -> Result<Vec<String>> {
+        let r = self.reader();
+        let start = r.u64(mm + l.mm_arg_start, "mm_struct.arg_start")?;
+        let end = r.u64(mm + l.mm_arg_end, "mm_struct.arg_end")?;
+        if end < start {
+            return Err(ExtractError::Invalid(format!(
+                "arg_end {end:#x} below arg_start {start:#x}"
+            )));
+        }
+        let len = (end - start).min(MAX_CMDLINE) as usize;
+        let pgd = r.u64(mm + l.mm_pgd, "mm_struct.pgd")?;
+        let pgd_phys = self.kernel.translate(pgd).map_err(|source| ReadError::Virt {
+            what: "mm_struct.pgd".into(),
+            source,
+        })?;
+        let user = (self.user_space)(pgd_phys).ok_or_else(|| {
+            ExtractError::Invalid(format!("page table at physical {pgd_phys:#x} is not in the image"))
+        })?;
+        let bytes = KernelReader::new(user.as_ref()).bytes(start, len, "the process's argument area")?;
+        Ok(split_args(&bytes))
+    }
+
+    pub fn filesystems(&self) -> Result<Vec<FilesystemType>> {
+        let l = FsTypeLayout::resolve(self.types)?;
+        let r = self.reader();
+        let first = r.u64(self.symbol("file_systems")?, "file_systems")?;
+        r.chain(first, l.next, "the file_systems chain")?
+            .into_iter()
+            .map(|fs| {
+                let name_ptr = r.u64(fs + l.name, "file_system_type.name")?;
+                Ok(FilesystemType {
+                    name: r.c_string(name_ptr, 256, "file_system_type.name")?,
+                    nodev: r.u32(fs + l.fs_flags, "file_system_type.fs_flags")? & FS_REQUIRES_DEV == 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Loaded modules, newest first like `/proc/modules`.
+    pub fn modules(&self) -> Result<Vec<Module>> {
+        let l = ModuleLayout::resolve(self.types)?;
+        let r = self.reader();
+        r.list(self.symbol("modules")?, l.list, "the module list")?
+            .into_iter()
+            .map(|m| {
+                let size = match &l.size {
+                    ModuleSize::Layouts {
+                        offsets,
+                        size_in_layout,
+                    } => offsets.iter().try_fold(0u64, |sum, off| {
+                        Ok::<_, ReadError>(sum + r.u32(m + off + size_in_layout, "module layout size")? as u64)
+                    })?,
+                    ModuleSize::MemArray {
+                        mem,
+                        stride,
+                        count,
+                        size_in_mem,
+                    } => (0..*count).try_fold(0u64, |sum, i| {
+                        Ok::<_, ReadError>(
+                            sum + r.u32(m + mem + i * stride + size_in_mem, "module_memory.size")? as u64,
+                        )
+                    })?,
+                };
+                let state = match r.u32(m + l.state, "module.state")? {
+                    0 => "Live",
+                    1 => "Loading",
+                    2 => "Unloading",
+                    _ => "Unformed",
+                };
+                Ok(Module {
+                    name: r.inline_string(m + l.name, l.name_len as usize, "module.name")?,
+                    size,
+                    refcount: l.refcnt.map(|off| r.i32(m + off, "module.refcnt")).transpose()?,
+                    state: state.to_owned(),
+                    address: m,
+                })
+            })
+            .collect()
+    }
+
+    /// The sysctls a package manager and maintainer scripts read: the kernel's own tables
+    /// (`kern_table`, `vm_table`, ...) and IPv6's per-namespace `all`/`default` device
+    /// configuration, decoded by each entry's handler exactly as `/proc/sys` prints it.
+    pub fn sysctls(&self) -> Result<(BTreeMap<String, String>, Vec<String>)> {
+        let ctl = CtlTableLayout::resolve(self.types)?;
+        let hz = self.hz();
+        let mut out = BTreeMap::new();
+        let mut warnings = Vec::new();
+        for (table, prefix) in [("kern_table", "kernel"), ("vm_table", "vm"), ("fs_table", "fs")] {
+            let Some(addr) = self.symbols.address(table) else {
+                continue;
+            };
+            match self.ctl_table(&ctl, addr, None, hz) {
+                Ok(entries) => out.extend(entries.into_iter().map(|(k, v)| (format!("{prefix}.{k}"), v))),
+                Err(e) => warnings.push(format!("{table}: {e}")),
+            }
+        }
+        match self.ipv6_conf(&ctl, hz) {
+            Ok(entries) => out.extend(entries),
+            Err(e) => warnings.push(format!("net.ipv6.conf: {e}")),
+        }
+        if hz.is_none() {
+            warnings.push("HZ unknown (no tick_nsec): time-valued sysctls left out".into());
+        }
+        Ok((out, warnings))
+    }
+
+    fn ipv6_conf(&self, ctl: &CtlTableLayout, hz: Option<u64>) -> Result<Vec<(String, String)>> {
+        let net = NetConfLayout::resolve(self.types)?;
+        let r = self.reader();
+        let table = self.symbol("addrconf_sysctl")?;
+        // The table's data pointers aim into the template `ipv6_devconf`; each namespace's
+        // copies have the same layout, so rebase them.
+        let template = self.symbol("ipv6_devconf")?;
+        let init_net = self.symbol("init_net")?;
+        let mut out = Vec::new();
+        for (which, off) in [("all", net.ipv6_devconf_all), ("default", net.ipv6_devconf_dflt)] {
+            let instance = r.u64(init_net + off, "init_net.ipv6.devconf")?;
+            for (k, v) in self.ctl_table(ctl, table, Some((template, instance)), hz)? {
+                out.push((format!("net.ipv6.conf.{which}.{k}"), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads one `struct ctl_table` array. Arrays end with an empty entry (≤ 6.10) or at the
+    /// end of the object (6.11+, no sentinel), whichever the symbol table bounds first.
+    fn ctl_table(
+        &self,
+        l: &CtlTableLayout,
+        table: u64,
+        rebase: Option<(u64, u64)>,
+        hz: Option<u64>,
+    ) -> Result<Vec<(String, String)>> {
+        const MAX_ENTRIES: u64 = 1024;
+        let r = self.reader();
+        let end = self.symbols.next_after(table).unwrap_or(table + MAX_ENTRIES * l.stride);
+        let mut out = Vec::new();
+        let mut entry = table;
+        while entry + l.stride <= end && (entry - table) / l.stride < MAX_ENTRIES {
+            let procname = r.u64(entry + l.procname, "ctl_table.procname")?;
+            if procname == 0 {
+                break;
+            }
+            let name = r.c_string(procname, 128, "ctl_table.procname")?;
+            let mut data = r.u64(entry + l.data, "ctl_table.data")?;
+            let maxlen = r.i32(entry + l.maxlen, "ctl_table.maxlen")?;
+            let handler = r.u64(entry + l.proc_handler, "ctl_table.proc_handler")?;
+            entry += l.stride;
+            if let Some((template, instance)) = rebase {
+                match data.checked_sub(template) {
+                    Some(off) if off < 4096 => data = instance + off,
+                    _ => continue,
+                }
+            }
+            if data == 0 || maxlen <= 0 {
+                continue;
+            }
+            let handler = self.symbols.name_at(handler).unwrap_or_default();
+            if let Some(value) = sysctl_value(&r, &handler, data, maxlen as u64, hz) {
+                out.push((name, value?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The guest's tick rate, from the length of a tick it keeps in `tick_nsec`.
+    fn hz(&self) -> Option<u64> {
+        let tick = self
+            .reader()
+            .u64(self.symbols.address("tick_nsec")?, "tick_nsec")
+            .ok()?;
+        let hz = 1_000_000_000u64.checked_div(tick)?;
+        // NTP nudges tick_nsec a little; snap to the rates Linux can be configured with.
+        [100u64, 250, 300, 1000]
+            .into_iter()
+            .min_by_key(|c| c.abs_diff(hz))
+            .filter(|c| c.abs_diff(hz) * 20 < *c)
+    }
+}
+
+/// Decodes a sysctl's value the way its handler would print it; `None` for handlers whose
+/// output is not a plain function of the data (those are left out rather than guessed).
+fn sysctl_value(
+    r: &KernelReader,
+    handler: &str,
+    data: u64,
+    maxlen: u64,
+    hz: Option<u64>,
+) -> Option<std::result::Result<String, ReadError>> {
+    let maxlen = maxlen.min(4096);
+    let ints = |size: u64, signed: bool| -> std::result::Result<Vec<i128>, ReadError> {
+        let bytes = r.bytes(data, maxlen as usize, "sysctl data")?;
+        Ok(bytes
+            .chunks_exact(size as usize)
+            .map(|c| match (size, signed) {
+                (1, _) => c[0] as i128,
+                (4, true) => i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i128,
+                (4, false) => u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i128,
+                (_, true) => i64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128,
+                (_, false) => u64::from_le_bytes(c.try_into().unwrap_or([0; 8])) as i128,
+            })
+            .collect())
+    };
+    let join = |v: Vec<i128>| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("\t");
+    let scaled = |num: i128, den: i128| -> Option<std::result::Result<String, ReadError>> {
+        Some(ints(4, true).map(|v| join(v.into_iter().map(|j| j * num / den).collect())))
+    };
+    match handler {
+        "proc_dostring" => Some(r.c_string(data, maxlen as usize, "sysctl string")),
+        "proc_dou8vec_minmax" => Some(ints(1, false).map(join)),
+        "proc_douintvec" | "proc_douintvec_minmax" => Some(ints(4, false).map(join)),
+        "proc_doulongvec_minmax" => Some(ints(8, false).map(join)),
+        "proc_dointvec_jiffies" => hz.and_then(|hz| scaled(1, hz as i128)),
+        "proc_dointvec_userhz_jiffies" => hz.and_then(|hz| scaled(100, hz as i128)),
+        "proc_dointvec_ms_jiffies" => hz.and_then(|hz| scaled(1000, hz as i128)),
+        // Reads EIO until a secret is set; /proc/sys shows no value.
+        "addrconf_sysctl_stable_secret" => None,
+        h if h.starts_with("proc_dointvec") || h.starts_with("addrconf_sysctl_") => Some(ints(4, true).map(join)),
+        _ => None,
+    }
+}
+
+/// The `TASK_FROZEN` state bit, which exists since Linux 6.1 (the freezer rewrite).
+fn task_frozen_bit(release: &str) -> Option<u32> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next()?.parse().ok()?;
+    let minor: u32 = parts.next()?.parse().ok()?;
+    ((major, minor) >= (6, 1)).then_some(0x8000)
+}
+
+/// `task_state_index()` of fs/proc/array.c: the lowest reportable state bit wins.
+fn state_letter(state: u32, exit_state: u32) -> char {
+    const TASK_REPORT: u32 = 0x7f;
+    const TASK_IDLE: u32 = 0x0402; // TASK_UNINTERRUPTIBLE | TASK_NOLOAD
+    const TASK_RTLOCK_WAIT: u32 = 0x1000;
+    const LETTERS: [char; 9] = ['R', 'S', 'D', 'T', 't', 'X', 'Z', 'P', 'I'];
+    let reported = if state == TASK_IDLE {
+        0x80
+    } else if state == TASK_RTLOCK_WAIT {
+        0x2
+    } else {
+        (state | exit_state) & TASK_REPORT
+    };
+    let index = 32 - reported.leading_zeros(); // fls()
+    LETTERS.get(index as usize).copied().unwrap_or('?')
+}
+
+/// Splits an argument area into arguments the way `/proc/PID/cmdline` readers do.
+fn split_args(bytes: &[u8]) -> Vec<String> {
+    let trimmed = bytes.strip_suffix(&[0]).unwrap_or(bytes);
+    if trimmed.is_empty() {
+        return Vec::new();
+    }
+    trimmed
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_letters_follow_task_state_index() {
+        assert_eq!(state_letter(0, 0), 'R');
+        assert_eq!(state_letter(1, 0), 'S');
+        assert_eq!(state_letter(2, 0), 'D');
+        assert_eq!(state_letter(4, 0), 'T');
+        assert_eq!(state_letter(8, 0), 't');
+        assert_eq!(state_letter(0x80, 0x20), 'Z'); // TASK_DEAD with EXIT_ZOMBIE
+        assert_eq!(state_letter(0x402, 0), 'I');
+        assert_eq!(state_letter(0x40, 0), 'P');
+    }
+
+    #[test]
+    fn args_split_like_proc_cmdline() {
+        assert_eq!(split_args(b"sleep\0100\0"), vec!["sleep", "100"]);
+        assert_eq!(split_args(b""), Vec::<String>::new());
+        assert_eq!(split_args(b"a\0\0b\0"), vec!["a", "", "b"]);
+    }
+
+    #[test]
+    fn frozen_bit_only_from_6_1() {
+        assert_eq!(task_frozen_bit("6.1.0-56-amd64"), Some(0x8000));
+        assert_eq!(task_frozen_bit("5.10.0-30-amd64"), None);
+        assert_eq!(task_frozen_bit("garbage"), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! Where the fields the snapshot needs live in this kernel's structures.
+//!
+//! Offsets are looked up once, by name, in whatever type source the profile has (BTF carved
+//! from RAM, BTF of the guest's vmlinuz, a Volatility ISF), and kept as plain numbers; the
+//! walk itself never asks the type source again. Each feature resolves its own group so that
+//! a kernel lacking, say, the module list still yields tasks.
+
+/// A source of struct layouts.
+pub trait TypeInfo {
+    /// Byte offset of `member` — a dotted path that may cross anonymous unions/structs and
+    /// named nested structs — inside struct or union `ty`.
+    fn member_offset(&self, ty: &str, member: &str) -> Option<u64>;
+    /// Size in bytes of struct or union `ty`.
+    fn struct_size(&self, ty: &str) -> Option<u64>;
+    /// Size in bytes of member `member` of `ty` (for inline arrays such as `comm[16]`).
+    fn member_size(&self, ty: &str, member: &str) -> Option<u64>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the kernel's type information has no {ty}.{member}, which {feature} needs")]
+pub struct LayoutError {
+    pub ty: String,
+    pub member: String,
+    pub feature: &'static str,
+}
+
+struct Resolver<'a> {
+    types: &'a dyn TypeInfo,
+    feature: &'static str,
+}
+
+impl Resolver<'_> {
+    fn off(&self, ty: &str, member: &str) -> Result<u64, LayoutError> {
+        self.types
+            .member_offset(ty, member)
+            .ok_or_else(|| self.missing(ty, member))
+    }
+
+    fn size(&self, ty: &str, member: &str) -> Result<u64, LayoutError> {
+        self.types
+            .member_size(ty, member)
+            .ok_or_else(|| self.missing(ty, member))
+    }
+
+    fn struct_size(&self, ty: &str) -> Result<u64, LayoutError> {
+        self.types.struct_size(ty).ok_or_else(|| self.missing(ty, "(size)"))
+    }
+
+    fn missing(&self, ty: &str, member: &str) -> LayoutError {
+        LayoutError {
+            ty: ty.to_owned(),
+            member: member.to_owned(),
+            feature: self.feature,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct UtsLayout {
+    pub name: u64,
+    pub field_len: u64,
+    pub sysname: u64,
+    pub nodename: u64,
+    pub release: u64,
+    pub version: u64,
+    pub machine: u64,
+    pub domainname: u64,
+}
+
+impl UtsLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "uname",
+        };
+        Ok(Self {
+            name: r.off("uts_namespace", "name")?,
+            field_len: r.size("new_utsname", "release")?,
+            sysname: r.off("new_utsname", "sysname")?,
+            nodename: r.off("new_utsname", "nodename")?,
+            release: r.off("new_utsname", "release")?,
+            version: r.off("new_utsname", "version")?,
+            machine: r.off("new_utsname", "machine")?,
+            domainname: r.off("new_utsname", "domainname")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskLayout {
+    pub tasks: u64,
+    pub pid: u64,
+    pub tgid: u64,
+    pub comm: u64,
+    pub comm_len: u64,
+    pub real_parent: u64,
+    pub real_cred: u64,
+    pub mm: u64,
+    pub flags: u64,
+    /// `__state` since 5.14, `state` before.
+    pub state: u64,
+    /// Where a frozen task's real state is kept (6.1+), when the kernel has the field.
+    pub saved_state: Option<u64>,
+    pub exit_state: u64,
+    pub cred_uid: u64,
+    pub cred_gid: u64,
+    pub mm_arg_start: u64,
+    pub mm_arg_end: u64,
+    pub mm_pgd: u64,
+}
+
+impl TaskLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "the task list",
+        };
+        let state = types
+            .member_offset("task_struct", "__state")
+            .or_else(|| types.member_offset("task_struct", "state"))
+            .ok_or_else(|| r.missing("task_struct", "__state"))?;
+        Ok(Self {
+            tasks: r.off("task_struct", "tasks")?,
+            pid: r.off("task_struct", "pid")?,
+            tgid: r.off("task_struct", "tgid")?,
+            comm: r.off("task_struct", "comm")?,
+            comm_len: r.size("task_struct", "comm")?,
+            real_parent: r.off("task_struct", "real_parent")?,
+            real_cred: r.off("task_struct", "real_cred")?,
+            mm: r.off("task_struct", "mm")?,
+            flags: r.off("task_struct", "flags")?,
+            state,
+            saved_state: types.member_offset("task_struct", "saved_state"),
+            exit_state: r.off("task_struct", "exit_state")?,
+            cred_uid: r.off("cred", "uid")?,
+            cred_gid: r.off("cred", "gid")?,
+            mm_arg_start: r.off("mm_struct", "arg_start")?,
+            mm_arg_end: r.off("mm_struct", "arg_end")?,
+            mm_pgd: r.off("mm_struct", "pgd")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FsTypeLayout {
+    pub name: u64,
+    pub fs_flags: u64,
+    pub next: u64,
+}
+
+impl FsTypeLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "the filesystem list",
+        };
+        Ok(Self {
+            name: r.off("file_system_type", "name")?,
+            fs_flags: r.off("file_system_type", "fs_flags")?,
+            next: r.off("file_system_type", "next")?,
+        })
+    }
+}
+
+/// How a module's size is recorded: separate layouts (≤ 6.3) or a `mem[]` array (6.4+).
+#[derive(Debug, Clone)]
+pub enum ModuleSize {
+    Layouts {
+        offsets: Vec<u64>,
+        size_in_layout: u64,
+    },
+    MemArray {
+        mem: u64,
+        stride: u64,
+        count: u64,
+        size_in_mem: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ModuleLayout {
+    pub list: u64,
+    pub name: u64,
+    pub name_len: u64,
+    pub state: u64,
+    pub refcnt: Option<u64>,
+    pub size: ModuleSize,
+}
+
+impl ModuleLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "the module list",
+        };
+        let size = if let Some(mem) = types.member_offset("module", "mem") {
+            let stride = r.struct_size("module_memory")?;
+            let total = r.size("module", "mem")?;
+            ModuleSize::MemArray {
+                mem,
+                stride,
+                count: total.checked_div(stride).unwrap_or(0),
+                size_in_mem: r.off("module_memory", "size")?,
+            }
+        } else {
+            let offsets = ["core_layout", "init_layout", "data_layout"]
+                .iter()
+                .filter_map(|l| types.member_offset("module", l))
+                .collect::<Vec<_>>();
+            if offsets.is_empty() {
+                return Err(r.missing("module", "core_layout"));
+            }
+            ModuleSize::Layouts {
+                offsets,
+                size_in_layout: r.off("module_layout", "size")?,
+            }
+        };
+        Ok(Self {
+            list: r.off("module", "list")?,
+            name: r.off("module", "name")?,
+            name_len: r.size("module", "name")?,
+            state: r.off("module", "state")?,
+            refcnt: types.member_offset("module", "refcnt"),
+            size,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CtlTableLayout {
+    pub stride: u64,
+    pub procname: u64,
+    pub data: u64,
+    pub maxlen: u64,
+    pub proc_handler: u64,
+}
+
+impl CtlTableLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "sysctls",
+        };
+        Ok(Self {
+            stride: r.struct_size("ctl_table")?,
+            procname: r.off("ctl_table", "procname")?,
+            data: r.off("ctl_table", "data")?,
+            maxlen: r.off("ctl_table", "maxlen")?,
+            proc_handler: r.off("ctl_table", "proc_handler")?,
+        })
+    }
+}
+
+/// Offsets of the per-namespace IPv6 device configuration pointers in `struct net`.
+#[derive(Debug, Clone)]
+pub struct NetConfLayout {
+    pub ipv6_devconf_all: u64,
+    pub ipv6_devconf_dflt: u64,
+}
+
+impl NetConfLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "IPv6 sysctls",
+        };
+        Ok(Self {
+            ipv6_devconf_all: r.off("net", "ipv6.devconf_all")?,
+            ipv6_devconf_dflt: r.off("net", "ipv6.devconf_dflt")?,
+        })
+    }
+}

@@ -1,0 +1,14 @@
+//! The Linux kernel model: reading what the guest kernel knew out of its memory, given its
+//! symbols and struct layouts.
+
+pub mod extract;
+pub mod layout;
+pub mod reader;
+pub mod snapshot;
+
+pub use extract::{ExtractError, KernelView, SymbolLookup, UserSpaceFactory};
+pub use layout::{LayoutError, TypeInfo};
+pub use snapshot::{
+    Domain, FilesystemType, GuestSnapshot, Interface, KernelInfo, Module, Mount, Profile, SNAPSHOT_SCHEMA, Source,
+    Task, Uts,
+};
