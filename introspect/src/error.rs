@@ -1,4 +1,4 @@
-//! Errors of the memory sources. Every variant names the file; format errors also carry the
+//! Errors of the memory sources. Every variant names the file (or the live domain); format errors also carry the
 //! byte offset and a hint on what to do.
 
 use std::path::PathBuf;
@@ -49,4 +49,22 @@ pub enum Error {
         paddr >> crate::PAGE_SHIFT
     )]
     NotPresent { path: PathBuf, paddr: u64 },
+    /// A Xen library call failed while attaching to or reading a live domain (feature `xen`).
+    #[error("Xen domain {domid}: {call} failed: {source}; {remedy}")]
+    XenCall {
+        domid: u32,
+        /// The libxenctrl/libxenforeignmemory function that failed.
+        call: &'static str,
+        #[source]
+        source: std::io::Error,
+        remedy: &'static str,
+    },
+    /// A live Xen domain cannot be read as it is (running, dying, unsupported guest type, or a
+    /// guest-maintained table that does not hold up).
+    #[error("Xen domain {domid}: {problem}; {remedy}")]
+    XenDomain {
+        domid: u32,
+        problem: String,
+        remedy: &'static str,
+    },
 }

@@ -32,6 +32,9 @@ pub enum ImageFormat {
     ElfCore,
     /// Flat physical memory, byte offset = physical address.
     Raw,
+    /// A live, paused Xen domain read through the hypervisor (feature `xen`); not a file, so
+    /// [`crate::open_memory_as`] refuses it: use `open_live_domain`.
+    XenLive,
 }
 
 /// What kind of guest the image says it holds; decides how page tables are to be read.

@@ -51,5 +51,13 @@ fn open_backing(path: &Path, data: Backing, format: ImageFormat) -> Result<Box<d
         ImageFormat::XenCore => Box::new(XenCore::parse(path, data)?),
         ImageFormat::ElfCore => Box::new(ElfCore::parse(path, data)?),
         ImageFormat::Raw => Box::new(RawMemory::parse(path, data)?),
+        ImageFormat::XenLive => {
+            return Err(Error::Unsupported {
+                path,
+                offset: 0,
+                what: "format `xen-live` for a file".into(),
+                remedy: "a live Xen domain is opened by domain id with `open_live_domain` (cargo feature `xen`)",
+            });
+        }
     })
 }

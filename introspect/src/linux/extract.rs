@@ -8,10 +8,11 @@
 use std::collections::BTreeMap;
 
 use super::layout::{
-    CtlTableLayout, FsTypeLayout, LayoutError, ModuleLayout, ModuleSize, NetConfLayout, TaskLayout, TypeInfo, UtsLayout,
+    CtlTableLayout, FsTypeLayout, LayoutError, ModuleLayout, ModuleSize, MountLayout, NetConfLayout, NetDevLayout,
+    TaskLayout, TypeInfo, UtsLayout,
 };
 use super::reader::{KernelReader, ReadError};
-use super::snapshot::{FilesystemType, Module, Task, Uts};
+use super::snapshot::{FilesystemType, Interface, Module, Mount, Task, Uts};
 use crate::virt::VirtualMemory;
 
 /// Symbol addresses of the running kernel (already relocated for KASLR).
@@ -150,11 +151,8 @@ impl<'a> KernelView<'a> {
         let gid = r.u32(cred + l.cred_gid, "cred.gid")?;
         let flags = r.u32(task + l.flags, "task_struct.flags")?;
         let mut state = r.u32(task + l.state, "task_struct.__state")?;
-        if let (Some(bit), Some(saved)) = (frozen_bit, l.saved_state) {
-            // A task frozen for suspend keeps the state it slept in aside; ps would show that.
-            if state & bit != 0 {
-                state = r.u32(task + saved, "task_struct.saved_state")?;
-            }
+        if frozen_bit.is_some_and(|bit| state & bit != 0) {
+            state = self.state_before_freeze(l, task)?;
         }
         let exit_state = r.u32(task + l.exit_state, "task_struct.exit_state")?;
         let kernel_thread = flags & PF_KTHREAD != 0;
@@ -181,6 +179,32 @@ impl<'a> KernelView<'a> {
             },
             warning,
         ))
+    }
+
+    /// `xl save` freezes user tasks before suspending, so their `__state` is TASK_FROZEN; what
+    /// `ps` would show is the state they return to when thawed. Since 6.6 the freezer keeps it
+    /// in `saved_state`. In 6.1–6.5 it is not kept: thawing wakes the task, except that stopped
+    /// and traced tasks are restored from `jobctl` — and a woken sleeper goes back to sleep, so
+    /// it reads as S.
+    fn state_before_freeze(&self, l: &TaskLayout, task: u64) -> Result<u32> {
+        const JOBCTL_STOPPED: u64 = 1 << 26;
+        const JOBCTL_TRACED: u64 = 1 << 27;
+        const TASK_INTERRUPTIBLE: u32 = 1;
+        let r = self.reader();
+        if let Some(saved) = l.saved_state {
+            return Ok(r.u32(task + saved, "task_struct.saved_state")?);
+        }
+        let jobctl = match l.jobctl {
+            Some(off) => r.u64(task + off, "task_struct.jobctl")?,
+            None => 0,
+        };
+        Ok(if jobctl & JOBCTL_TRACED != 0 {
+            8
+        } else if jobctl & JOBCTL_STOPPED != 0 {
+            4
+        } else {
+            TASK_INTERRUPTIBLE
+        })
     }
 
     fn user_cmdline(&self, l: &TaskLayout, mm: u64) -> Result<Vec<String>> {
@@ -299,8 +323,29 @@ impl<'a> KernelView<'a> {
         let template = self.symbol("ipv6_devconf")?;
         let init_net = self.symbol("init_net")?;
         let mut out = Vec::new();
-        for (which, off) in [("all", net.ipv6_devconf_all), ("default", net.ipv6_devconf_dflt)] {
-            let instance = r.u64(init_net + off, "init_net.ipv6.devconf")?;
+        let mut instances = vec![
+            (
+                "all".to_owned(),
+                r.u64(init_net + net.ipv6_devconf_all, "init_net.ipv6.devconf_all")?,
+            ),
+            (
+                "default".to_owned(),
+                r.u64(init_net + net.ipv6_devconf_dflt, "init_net.ipv6.devconf_dflt")?,
+            ),
+        ];
+        // Each interface with IPv6 carries its own copy inline in its inet6_dev.
+        if let Ok(dev) = NetDevLayout::resolve(self.types) {
+            let head = init_net + dev.net_dev_base_head;
+            for nd in r.list(head, dev.dev_list, "init_net.dev_base_head")? {
+                let in6 = r.u64(nd + dev.ip6_ptr, "net_device.ip6_ptr")?;
+                if in6 != 0 {
+                    let name = r.inline_string(nd + dev.name, dev.name_len as usize, "net_device.name")?;
+                    // sysctl(8) spells a dot inside an interface name as a slash.
+                    instances.push((name.replace('.', "/"), in6 + dev.inet6_cnf));
+                }
+            }
+        }
+        for (which, instance) in instances {
             for (k, v) in self.ctl_table(ctl, table, Some((template, instance)), hz)? {
                 out.push((format!("net.ipv6.conf.{which}.{k}"), v));
             }
@@ -347,6 +392,175 @@ impl<'a> KernelView<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// The `task_struct` of `pid` (a thread-group leader).
+    fn find_task(&self, pid: i32) -> Result<u64> {
+        let l = TaskLayout::resolve(self.types)?;
+        let r = self.reader();
+        let init_task = self.symbol("init_task")?;
+        for task in r.list(init_task + l.tasks, l.tasks, "init_task.tasks")? {
+            if r.i32(task + l.pid, "task_struct.pid")? == pid {
+                return Ok(task);
+            }
+        }
+        Err(ExtractError::Invalid(format!("no task with pid {pid}")))
+    }
+
+    /// `/proc/1/mounts`: the mounts of init's namespace that are visible from its root, in
+    /// namespace order, with the generic options (fs-specific ones need the driver's code).
+    pub fn mounts(&self) -> Result<Vec<Mount>> {
+        let l = MountLayout::resolve(self.types)?;
+        let r = self.reader();
+        let init = self.find_task(1)?;
+        let fs = r.u64(init + l.task_fs, "task_struct.fs")?;
+        let root_mnt = r.u64(fs + l.fs_root + l.path_mnt, "fs_struct.root.mnt")?;
+        let root_dentry = r.u64(fs + l.fs_root + l.path_dentry, "fs_struct.root.dentry")?;
+        let nsproxy = r.u64(init + l.task_nsproxy, "task_struct.nsproxy")?;
+        let ns = r.u64(nsproxy + l.nsproxy_mnt_ns, "nsproxy.mnt_ns")?;
+        let mounts = match (l.ns_list, l.mount_list, l.ns_rbtree, l.mount_node) {
+            (Some(list), Some(link), _, _) => r.list(ns + list, link, "mnt_namespace.list")?,
+            (_, _, Some(tree), Some(node)) => self.rbtree(r.u64(ns + tree, "mnt_namespace.mounts")?, node)?,
+            _ => {
+                return Err(ExtractError::Invalid(
+                    "no way to enumerate mounts in this kernel".into(),
+                ));
+            }
+        };
+        let mut out = Vec::new();
+        for m in mounts {
+            let vfs = m + l.mount_mnt;
+            let mnt_root = r.u64(vfs + l.vfsmount_root, "vfsmount.mnt_root")?;
+            let Some(mountpoint) = self.prepend_path(&l, vfs, mnt_root, (root_mnt, root_dentry))? else {
+                continue; // outside init's root, as /proc/mounts skips it
+            };
+            let sb = r.u64(vfs + l.vfsmount_sb, "vfsmount.mnt_sb")?;
+            let fs_type = r.u64(sb + l.sb_type, "super_block.s_type")?;
+            let fstype = r.c_string(
+                r.u64(fs_type + l.fs_type_name, "file_system_type.name")?,
+                256,
+                "fs name",
+            )?;
+            let devname = match r.u64(m + l.mount_devname, "mount.mnt_devname")? {
+                0 => "none".to_owned(),
+                p => r.c_string(p, 4096, "mount.mnt_devname")?,
+            };
+            let mnt_flags = r.u32(vfs + l.vfsmount_flags, "vfsmount.mnt_flags")?;
+            let sb_flags = r.u64(sb + l.sb_flags, "super_block.s_flags")?;
+            out.push(Mount {
+                device: mangle(&devname),
+                mountpoint: mangle(&mountpoint),
+                fstype,
+                options: mount_options(mnt_flags, sb_flags),
+            });
+        }
+        Ok(out)
+    }
+
+    /// In-order walk of a kernel rbtree whose nodes sit `node_offset` into their containers.
+    fn rbtree(&self, root: u64, node_offset: u64) -> Result<Vec<u64>> {
+        const RB_RIGHT: u64 = 8;
+        const RB_LEFT: u64 = 16;
+        let r = self.reader();
+        let mut out = Vec::new();
+        let mut stack = Vec::new();
+        let mut node = root;
+        let mut steps = 0usize;
+        while node != 0 || !stack.is_empty() {
+            steps += 1;
+            if steps > 2 * super::reader::MAX_LIST_LEN {
+                return Err(ExtractError::Invalid(format!(
+                    "rbtree at {root:#x} does not end (corrupt or hostile)"
+                )));
+            }
+            while node != 0 {
+                if stack.len() > 64 {
+                    return Err(ExtractError::Invalid(format!(
+                        "rbtree at {root:#x} deeper than 64 levels"
+                    )));
+                }
+                stack.push(node);
+                node = r.u64(node + RB_LEFT, "rb_node.rb_left")?;
+            }
+            let Some(top) = stack.pop() else { break };
+            out.push(top - node_offset);
+            node = r.u64(top + RB_RIGHT, "rb_node.rb_right")?;
+        }
+        Ok(out)
+    }
+
+    /// The kernel's `prepend_path()`: the path of (vfsmount, dentry) as seen from `root`, or
+    /// `None` when it is not below `root`.
+    fn prepend_path(&self, l: &MountLayout, mut vfs: u64, mut dentry: u64, root: (u64, u64)) -> Result<Option<String>> {
+        const MAX_DEPTH: usize = 4096;
+        let r = self.reader();
+        let mut names = Vec::new();
+        for _ in 0..MAX_DEPTH {
+            if (vfs, dentry) == root {
+                names.reverse();
+                return Ok(Some(format!("/{}", names.join("/"))));
+            }
+            let mnt_root = r.u64(vfs + l.vfsmount_root, "vfsmount.mnt_root")?;
+            let parent_dentry = r.u64(dentry + l.dentry_parent, "dentry.d_parent")?;
+            if dentry == mnt_root || parent_dentry == dentry {
+                let mount = vfs - l.mount_mnt;
+                let parent = r.u64(mount + l.mount_parent, "mount.mnt_parent")?;
+                if parent == mount {
+                    return Ok(None);
+                }
+                dentry = r.u64(mount + l.mount_mountpoint, "mount.mnt_mountpoint")?;
+                vfs = parent + l.mount_mnt;
+                continue;
+            }
+            let name = r.c_string(r.u64(dentry + l.dentry_name, "dentry.d_name.name")?, 256, "dentry name")?;
+            names.push(name);
+            dentry = parent_dentry;
+        }
+        Err(ExtractError::Invalid(format!(
+            "path of dentry {dentry:#x} deeper than {MAX_DEPTH} components"
+        )))
+    }
+
+    /// Interfaces of the initial network namespace with their addresses.
+    pub fn interfaces(&self) -> Result<Vec<Interface>> {
+        let l = NetDevLayout::resolve(self.types)?;
+        let r = self.reader();
+        let head = self.symbol("init_net")? + l.net_dev_base_head;
+        r.list(head, l.dev_list, "init_net.dev_base_head")?
+            .into_iter()
+            .map(|dev| {
+                let name = r.inline_string(dev + l.name, l.name_len as usize, "net_device.name")?;
+                let addr_len = r.bytes(dev + l.addr_len, 1, "net_device.addr_len")?[0] as usize;
+                let dev_addr = r.u64(dev + l.dev_addr, "net_device.dev_addr")?;
+                let mac = if addr_len == 0 || dev_addr == 0 {
+                    None
+                } else {
+                    let b = r.bytes(dev_addr, addr_len.min(32), "net_device.dev_addr")?;
+                    Some(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
+                };
+                let mut ipv4 = Vec::new();
+                let in_dev = r.u64(dev + l.ip_ptr, "net_device.ip_ptr")?;
+                if in_dev != 0 {
+                    let first = r.u64(in_dev + l.in_dev_ifa_list, "in_device.ifa_list")?;
+                    for ifa in r.chain(first, l.ifa_next, "in_device.ifa_list")? {
+                        let a = r.bytes(ifa + l.ifa_local, 4, "in_ifaddr.ifa_local")?;
+                        let len = r.bytes(ifa + l.ifa_prefixlen, 1, "in_ifaddr.ifa_prefixlen")?[0];
+                        ipv4.push(format!("{}.{}.{}.{}/{len}", a[0], a[1], a[2], a[3]));
+                    }
+                }
+                let mut ipv6 = Vec::new();
+                let in6_dev = r.u64(dev + l.ip6_ptr, "net_device.ip6_ptr")?;
+                if in6_dev != 0 {
+                    for ifa in r.list(in6_dev + l.inet6_addr_list, l.ifa6_if_list, "inet6_dev.addr_list")? {
+                        let a = r.bytes(ifa + l.ifa6_addr, 16, "inet6_ifaddr.addr")?;
+                        let len = r.u32(ifa + l.ifa6_prefix_len, "inet6_ifaddr.prefix_len")?;
+                        let addr = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(a.as_slice()).unwrap_or([0; 16]));
+                        ipv6.push(format!("{addr}/{len}"));
+                    }
+                }
+                Ok(Interface { name, mac, ipv4, ipv6 })
+            })
+            .collect()
     }
 
     /// The guest's tick rate, from the length of a tick it keeps in `tick_nsec`.
@@ -406,6 +620,53 @@ fn sysctl_value(
     }
 }
 
+/// `/proc/mounts` escapes space, tab, newline and backslash in octal.
+fn mangle(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The generic part of a `/proc/mounts` option string (`show_sb_opts` + `show_mnt_opts`);
+/// filesystem-specific options (`size=`, `mode=`, ...) come from driver code and are absent.
+fn mount_options(mnt_flags: u32, sb_flags: u64) -> String {
+    const SB_RDONLY: u64 = 1;
+    const MNT_READONLY: u32 = 0x40;
+    let mut opts = vec![if sb_flags & SB_RDONLY != 0 || mnt_flags & MNT_READONLY != 0 {
+        "ro"
+    } else {
+        "rw"
+    }];
+    for (bit, name) in [
+        (0x10u64, "sync"),
+        (0x80, "dirsync"),
+        (0x40, "mand"),
+        (1 << 25, "lazytime"),
+    ] {
+        if sb_flags & bit != 0 {
+            opts.push(name);
+        }
+    }
+    for (bit, name) in [
+        (1u32, "nosuid"),
+        (2, "nodev"),
+        (4, "noexec"),
+        (8, "noatime"),
+        (0x10, "nodiratime"),
+        (0x20, "relatime"),
+    ] {
+        if mnt_flags & bit != 0 {
+            opts.push(name);
+        }
+    }
+    opts.join(",")
+}
+
 /// The `TASK_FROZEN` state bit, which exists since Linux 6.1 (the freezer rewrite).
 fn task_frozen_bit(release: &str) -> Option<u32> {
     let mut parts = release.split(|c: char| !c.is_ascii_digit());
@@ -461,7 +722,7 @@ mod tests {
 
     #[test]
     fn args_split_like_proc_cmdline() {
-        assert_eq!(split_args(b"sleep\0100\0"), vec!["sleep", "100"]);
+        assert_eq!(split_args(b"sleep\0-n\0"), vec!["sleep", "-n"]);
         assert_eq!(split_args(b""), Vec::<String>::new());
         assert_eq!(split_args(b"a\0\0b\0"), vec!["a", "", "b"]);
     }

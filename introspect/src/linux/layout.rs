@@ -101,6 +101,8 @@ pub struct TaskLayout {
     pub state: u64,
     /// Where a frozen task's real state is kept (6.1+), when the kernel has the field.
     pub saved_state: Option<u64>,
+    /// Job-control bits; where a frozen 6.1–6.5 task's stopped/traced state survives.
+    pub jobctl: Option<u64>,
     pub exit_state: u64,
     pub cred_uid: u64,
     pub cred_gid: u64,
@@ -131,6 +133,7 @@ impl TaskLayout {
             flags: r.off("task_struct", "flags")?,
             state,
             saved_state: types.member_offset("task_struct", "saved_state"),
+            jobctl: types.member_offset("task_struct", "jobctl"),
             exit_state: r.off("task_struct", "exit_state")?,
             cred_uid: r.off("cred", "uid")?,
             cred_gid: r.off("cred", "gid")?,
@@ -267,6 +270,122 @@ impl NetConfLayout {
         Ok(Self {
             ipv6_devconf_all: r.off("net", "ipv6.devconf_all")?,
             ipv6_devconf_dflt: r.off("net", "ipv6.devconf_dflt")?,
+        })
+    }
+}
+
+/// The mount tree: `struct mount` and what `/proc/mounts` prints of it.
+#[derive(Debug, Clone)]
+pub struct MountLayout {
+    pub task_fs: u64,
+    pub task_nsproxy: u64,
+    pub nsproxy_mnt_ns: u64,
+    pub fs_root: u64,
+    pub path_mnt: u64,
+    pub path_dentry: u64,
+    /// `mnt_namespace.list` (≤ 6.7) or, when absent, the `mounts` rbtree (6.8+).
+    pub ns_list: Option<u64>,
+    pub ns_rbtree: Option<u64>,
+    pub mount_list: Option<u64>,
+    pub mount_node: Option<u64>,
+    pub mount_parent: u64,
+    pub mount_mountpoint: u64,
+    pub mount_mnt: u64,
+    pub mount_devname: u64,
+    pub vfsmount_root: u64,
+    pub vfsmount_sb: u64,
+    pub vfsmount_flags: u64,
+    pub sb_type: u64,
+    pub sb_flags: u64,
+    pub fs_type_name: u64,
+    pub dentry_name: u64,
+    pub dentry_parent: u64,
+}
+
+impl MountLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "the mount table",
+        };
+        let ns_list = types.member_offset("mnt_namespace", "list");
+        let ns_rbtree = types.member_offset("mnt_namespace", "mounts");
+        if ns_list.is_none() && ns_rbtree.is_none() {
+            return Err(r.missing("mnt_namespace", "list"));
+        }
+        Ok(Self {
+            task_fs: r.off("task_struct", "fs")?,
+            task_nsproxy: r.off("task_struct", "nsproxy")?,
+            nsproxy_mnt_ns: r.off("nsproxy", "mnt_ns")?,
+            fs_root: r.off("fs_struct", "root")?,
+            path_mnt: r.off("path", "mnt")?,
+            path_dentry: r.off("path", "dentry")?,
+            ns_list,
+            ns_rbtree,
+            mount_list: types.member_offset("mount", "mnt_list"),
+            mount_node: types.member_offset("mount", "mnt_node"),
+            mount_parent: r.off("mount", "mnt_parent")?,
+            mount_mountpoint: r.off("mount", "mnt_mountpoint")?,
+            mount_mnt: r.off("mount", "mnt")?,
+            mount_devname: r.off("mount", "mnt_devname")?,
+            vfsmount_root: r.off("vfsmount", "mnt_root")?,
+            vfsmount_sb: r.off("vfsmount", "mnt_sb")?,
+            vfsmount_flags: r.off("vfsmount", "mnt_flags")?,
+            sb_type: r.off("super_block", "s_type")?,
+            sb_flags: r.off("super_block", "s_flags")?,
+            fs_type_name: r.off("file_system_type", "name")?,
+            dentry_name: r.off("dentry", "d_name.name")?,
+            dentry_parent: r.off("dentry", "d_parent")?,
+        })
+    }
+}
+
+/// Network devices of the initial namespace and their addresses.
+#[derive(Debug, Clone)]
+pub struct NetDevLayout {
+    pub net_dev_base_head: u64,
+    pub dev_list: u64,
+    pub name: u64,
+    pub name_len: u64,
+    pub dev_addr: u64,
+    pub addr_len: u64,
+    pub ip_ptr: u64,
+    pub ip6_ptr: u64,
+    pub in_dev_ifa_list: u64,
+    pub ifa_next: u64,
+    pub ifa_local: u64,
+    pub ifa_prefixlen: u64,
+    pub inet6_addr_list: u64,
+    pub inet6_cnf: u64,
+    pub ifa6_if_list: u64,
+    pub ifa6_addr: u64,
+    pub ifa6_prefix_len: u64,
+}
+
+impl NetDevLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "network interfaces",
+        };
+        Ok(Self {
+            net_dev_base_head: r.off("net", "dev_base_head")?,
+            dev_list: r.off("net_device", "dev_list")?,
+            name: r.off("net_device", "name")?,
+            name_len: r.size("net_device", "name")?,
+            dev_addr: r.off("net_device", "dev_addr")?,
+            addr_len: r.off("net_device", "addr_len")?,
+            ip_ptr: r.off("net_device", "ip_ptr")?,
+            ip6_ptr: r.off("net_device", "ip6_ptr")?,
+            in_dev_ifa_list: r.off("in_device", "ifa_list")?,
+            ifa_next: r.off("in_ifaddr", "ifa_next")?,
+            ifa_local: r.off("in_ifaddr", "ifa_local")?,
+            ifa_prefixlen: r.off("in_ifaddr", "ifa_prefixlen")?,
+            inet6_addr_list: r.off("inet6_dev", "addr_list")?,
+            inet6_cnf: r.off("inet6_dev", "cnf")?,
+            ifa6_if_list: r.off("inet6_ifaddr", "if_list")?,
+            ifa6_addr: r.off("inet6_ifaddr", "addr")?,
+            ifa6_prefix_len: r.off("inet6_ifaddr", "prefix_len")?,
         })
     }
 }

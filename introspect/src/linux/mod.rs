@@ -2,11 +2,13 @@
 //! symbols and struct layouts.
 
 pub mod extract;
+pub mod inspect;
 pub mod layout;
 pub mod reader;
 pub mod snapshot;
 
 pub use extract::{ExtractError, KernelView, SymbolLookup, UserSpaceFactory};
+pub use inspect::{InspectError, ProfileFiles, kernel_release, snapshot};
 pub use layout::{LayoutError, TypeInfo};
 pub use snapshot::{
     Domain, FilesystemType, GuestSnapshot, Interface, KernelInfo, Module, Mount, Profile, SNAPSHOT_SCHEMA, Source,

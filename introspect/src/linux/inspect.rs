@@ -1,0 +1,413 @@
+//! From a memory image to a [`GuestSnapshot`]: find the kernel's page tables, its symbols and
+//! its struct layouts — from the image alone by default — then walk its data structures.
+
+use std::collections::BTreeMap;
+
+use super::extract::{ExtractError, KernelView, SymbolLookup};
+use super::layout::TypeInfo;
+use super::snapshot::{Domain, GuestSnapshot, KernelInfo, Profile, SNAPSHOT_SCHEMA, Source, Uts};
+use crate::btf::{Btf, find_kernel_btf};
+use crate::kallsyms::{KallsymsOptions, Symbols, carve_kallsyms, compare_symbols, kallsyms_from_vmcoreinfo};
+use crate::kernel_map::{DEFAULT_KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
+use crate::memory::PhysMemory;
+use crate::paging::AddressSpace;
+use crate::virt::VirtualMemory;
+use crate::vmcoreinfo::{LocatedVmcoreinfo, load_vmcoreinfo, release_version};
+
+/// Where x86-64 kernels are linked to run when KASLR does not move them.
+const DEFAULT_TEXT: u64 = 0xffff_ffff_8100_0000;
+/// Symbols compared when two symbol sources are available.
+const CROSS_CHECK_SAMPLE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error("{path}: no Linux kernel found: {reason}")]
+    NoKernel { path: String, reason: String },
+    #[error("{path}: no symbols for the kernel: {reason}")]
+    NoSymbols { path: String, reason: String },
+    #[error("{path}: no type information for the kernel: {reason}")]
+    NoTypes { path: String, reason: String },
+    #[error(
+        "{path}: the {what} does not match the kernel in the image: {detail}. Give the files of the \
+         kernel that was running ({release}), or none to use what the image itself holds"
+    )]
+    ProfileMismatch {
+        path: String,
+        what: &'static str,
+        release: String,
+        detail: String,
+    },
+    #[error("{path}: reading the kernel's {what}: {detail}")]
+    Walk {
+        path: String,
+        what: &'static str,
+        detail: String,
+    },
+}
+
+/// Symbol and type sources the user gives instead of (or to cross-check) the image's own.
+#[derive(Default)]
+pub struct ProfileFiles {
+    /// A System.map (link-time addresses; relocated here) and where it came from.
+    pub system_map: Option<(String, Symbols)>,
+    /// BTF from a kernel image file (`KernelImage::btf`) and where it came from.
+    pub btf: Option<(String, Btf)>,
+}
+
+impl SymbolLookup for Symbols {
+    fn address(&self, name: &str) -> Option<u64> {
+        self.address_of(name)
+    }
+
+    fn name_at(&self, addr: u64) -> Option<String> {
+        self.nearest(addr)
+            .filter(|(_, offset)| *offset == 0)
+            .map(|(s, _)| s.name.to_owned())
+    }
+
+    fn next_after(&self, addr: u64) -> Option<u64> {
+        // Called once per sysctl table: a pass over the address-sorted table is cheap enough.
+        self.iter().map(|s| s.address).find(|a| *a > addr)
+    }
+}
+
+/// The guest's kernel release as the image states it (VMCOREINFO, else the banner in RAM),
+/// for callers that must pick profile files (e.g. `/boot/System.map-<release>`) first.
+pub fn kernel_release(mem: &dyn PhysMemory) -> Option<String> {
+    if let Ok(v) = load_vmcoreinfo(mem) {
+        return Some(v.info.osrelease);
+    }
+    banner_release(mem)
+}
+
+/// Scans RAM for the `linux_banner` text ("Linux version <release> (...").
+fn banner_release(mem: &dyn PhysMemory) -> Option<String> {
+    const NEEDLE: &[u8] = b"Linux version ";
+    let finder = memchr::memmem::Finder::new(NEEDLE);
+    for pfn in mem.present_pfns() {
+        let page = mem.page(pfn)?;
+        for at in finder.find_iter(page) {
+            let rest = &page[at + NEEDLE.len()..];
+            let end = rest.iter().position(|b| *b == b' ').filter(|n| (3..64).contains(n))?;
+            let release = std::str::from_utf8(&rest[..end]).ok()?;
+            // The banner continues "(builder@host) (compiler...)"; format strings do not.
+            if release_version(release).is_some() && rest.get(end + 1) == Some(&b'(') {
+                return Some(release.to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Reads what the guest kernel knew. Symbols and types come from the image unless `files`
+/// provides them; when both are available they must agree.
+pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnapshot, InspectError> {
+    let path = mem.path().display().to_string();
+    let (kernel, root) = AddressSpace::kernel(mem).map_err(|e| InspectError::NoKernel {
+        path: path.clone(),
+        reason: e.to_string().trim_start_matches(&format!("{path}: ")).to_owned(),
+    })?;
+    let mut warnings = Vec::new();
+    let vmcoreinfo = match load_vmcoreinfo(mem) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            warnings.push(format!("no VMCOREINFO: {e}"));
+            None
+        }
+    };
+    let release_hint = vmcoreinfo
+        .as_ref()
+        .map(|v| v.info.osrelease.clone())
+        .filter(|r| !r.is_empty())
+        .or_else(|| banner_release(mem))
+        .ok_or_else(|| InspectError::NoKernel {
+            path: path.clone(),
+            reason: format!(
+                "paging is on (root table at pfn {:#x}) but neither VMCOREINFO nor a Linux banner is in memory",
+                root.root_pfn
+            ),
+        })?;
+
+    let (symbols, symbols_from) = symbols(mem, &kernel, vmcoreinfo.as_ref(), &release_hint, files, &mut warnings)?;
+    let carved = find_kernel_btf(mem);
+    let (types, types_from): (&dyn TypeInfo, String) = match (&files.btf, &carved) {
+        (Some((label, given)), Some(c)) => {
+            if given.bytes() != c.btf.bytes() {
+                return Err(InspectError::ProfileMismatch {
+                    path,
+                    what: "kernel image's BTF",
+                    release: release_hint,
+                    detail: format!("{label} differs from the .BTF in RAM at physical {:#x}", c.paddr),
+                });
+            }
+            (
+                given,
+                format!("{label} (identical to the .BTF in RAM at physical {:#x})", c.paddr),
+            )
+        }
+        (Some((label, given)), None) => (given, label.clone()),
+        (None, Some(c)) => (&c.btf, format!(".BTF carved from RAM at physical {:#x}", c.paddr)),
+        (None, None) => {
+            return Err(InspectError::NoTypes {
+                path,
+                reason: "no .BTF section in RAM (a kernel built without CONFIG_DEBUG_INFO_BTF?); give --kernel \
+                         with the guest's vmlinuz or vmlinux"
+                    .into(),
+            });
+        }
+    };
+    check_types_against_memory(&kernel, &symbols, types, &path, &release_hint)?;
+
+    let user_space = |pgd_phys: u64| -> Option<Box<dyn VirtualMemory + '_>> {
+        let pfn = pgd_phys >> 12;
+        mem.page(pfn)?;
+        Some(Box::new(kernel.with_root(pfn)))
+    };
+    let view = KernelView {
+        kernel: &kernel,
+        symbols: &symbols,
+        types,
+        user_space: &user_space,
+    };
+    let walk_err = |what: &'static str| {
+        let path = path.clone();
+        move |e: ExtractError| InspectError::Walk {
+            path,
+            what,
+            detail: e.to_string(),
+        }
+    };
+    let uts = view.uts().map_err(walk_err("utsname"))?;
+    if uts.release != release_hint {
+        warnings.push(format!(
+            "utsname says release {} but VMCOREINFO/banner say {release_hint}",
+            uts.release
+        ));
+    }
+    let banner = view.banner().unwrap_or_else(|e| {
+        warnings.push(format!("banner: {e}"));
+        String::new()
+    });
+    let cmdline = view
+        .cmdline()
+        .map_err(|e| warnings.push(format!("command line: {e}")))
+        .ok();
+    let boot_id = view.boot_id().unwrap_or_else(|e| {
+        warnings.push(format!("boot_id: {e}"));
+        None
+    });
+    if boot_id.is_none() {
+        warnings.push("boot_id: the guest never generated one (nothing read it before the snapshot)".into());
+    }
+    let (tasks, task_warnings) = view.tasks(&uts.release).map_err(walk_err("task list"))?;
+    warnings.extend(task_warnings);
+    let filesystems = or_warn(&mut warnings, "filesystems", view.filesystems());
+    let modules = or_warn(&mut warnings, "modules", view.modules());
+    let mounts = or_warn(&mut warnings, "mounts", view.mounts());
+    let interfaces = or_warn(&mut warnings, "interfaces", view.interfaces());
+    let (mut sysctl, sysctl_warnings) = or_warn(&mut warnings, "sysctls", view.sysctls());
+    warnings.extend(sysctl_warnings);
+    sysctl.extend(uts_sysctls(&uts, boot_id.as_deref()));
+
+    let kaslr_offset = vmcoreinfo
+        .as_ref()
+        .and_then(|v| v.info.kernel_offset)
+        .or_else(|| symbols.address_of("_text").map(|t| t.wrapping_sub(DEFAULT_TEXT)))
+        .unwrap_or(0);
+    let page_offset_base = kernel.find_direct_map().map(|d| d.base).ok();
+
+    Ok(GuestSnapshot {
+        schema: SNAPSHOT_SCHEMA.to_owned(),
+        source: Source {
+            path: path.clone(),
+            format: serde_plain(&mem.format()),
+            guest_kind: serde_plain(&mem.guest_kind()),
+            pages: mem.page_count(),
+        },
+        domain: mem.domain_config().map(|c| Domain {
+            name: c.name.clone(),
+            uuid: c.uuid.clone(),
+            domain_type: c.domain_type.clone(),
+            memory_kib: c.max_memkb,
+            vcpus: c.max_vcpus,
+        }),
+        kernel: KernelInfo {
+            release: uts.release.clone(),
+            version: uts.version.clone(),
+            banner,
+            cmdline,
+            kaslr_offset,
+            page_offset_base,
+            profile: Profile {
+                symbols: symbols_from,
+                types: types_from,
+            },
+        },
+        uts,
+        boot_id,
+        tasks,
+        filesystems,
+        sysctl,
+        modules,
+        mounts,
+        interfaces,
+        warnings,
+    })
+}
+
+/// A part of the snapshot that failed is empty, with the reason among the warnings.
+fn or_warn<T: Default>(warnings: &mut Vec<String>, what: &str, r: Result<T, ExtractError>) -> T {
+    r.unwrap_or_else(|e| {
+        warnings.push(format!("{what}: {e}"));
+        T::default()
+    })
+}
+
+/// The `kernel.*` sysctls that are the utsname and boot id.
+fn uts_sysctls(uts: &Uts, boot_id: Option<&str>) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    for (k, v) in [
+        ("kernel.ostype", &uts.sysname),
+        ("kernel.hostname", &uts.nodename),
+        ("kernel.osrelease", &uts.release),
+        ("kernel.version", &uts.version),
+        ("kernel.domainname", &uts.domainname),
+    ] {
+        m.insert(k.to_owned(), v.clone());
+    }
+    if let Some(id) = boot_id {
+        m.insert("kernel.random.boot_id".to_owned(), id.to_owned());
+    }
+    m
+}
+
+fn serde_plain<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Symbols from the image's kallsyms (located by VMCOREINFO, or carved), and/or a given
+/// System.map relocated to the running kernel; when both exist they must agree.
+fn symbols(
+    mem: &dyn PhysMemory,
+    kernel: &AddressSpace,
+    vmcoreinfo: Option<&LocatedVmcoreinfo>,
+    release: &str,
+    files: &ProfileFiles,
+    warnings: &mut Vec<String>,
+) -> Result<(Symbols, String), InspectError> {
+    let path = mem.path().display().to_string();
+    let opts = match vmcoreinfo {
+        Some(v) => KallsymsOptions::from_vmcoreinfo(&v.info),
+        None => KallsymsOptions {
+            big_symbols: release_version(release).is_some_and(|v| v >= (6, 1)),
+            stext: None,
+        },
+    };
+    let from_vmcoreinfo = vmcoreinfo.map(|v| kallsyms_from_vmcoreinfo(kernel, &v.info));
+    let decoded = match from_vmcoreinfo {
+        Some(Ok(k)) => Ok((k.symbols, "kallsyms in RAM, located by VMCOREINFO".to_owned())),
+        other => {
+            if let Some(Err(e)) = other {
+                warnings.push(format!("kallsyms via VMCOREINFO: {e}; carving instead"));
+            }
+            let start = vmcoreinfo
+                .and_then(|v| v.info.symbol("_stext"))
+                .unwrap_or(START_KERNEL_MAP);
+            carve_kallsyms(
+                kernel,
+                start..START_KERNEL_MAP.saturating_add(DEFAULT_KERNEL_IMAGE_SIZE),
+                &opts,
+            )
+            .map(|k| (k.symbols, "kallsyms in RAM, carved by signature".to_owned()))
+        }
+    };
+    let Some((label, map)) = &files.system_map else {
+        return decoded.map_err(|e| InspectError::NoSymbols {
+            path,
+            reason: format!("{e}; give --system-map with the kernel's real System.map"),
+        });
+    };
+    // Link-time addresses move by the KASLR shift of _text.
+    let runtime_text = match (&decoded, vmcoreinfo.and_then(|v| v.info.kernel_offset)) {
+        (Ok((s, _)), _) if s.address_of("_text").is_some() => s.address_of("_text"),
+        (_, Some(offset)) => map.address_of("_text").map(|t| t.wrapping_add(offset)),
+        _ => None,
+    };
+    let Some(runtime_text) = runtime_text else {
+        return Err(InspectError::NoSymbols {
+            path,
+            reason: format!(
+                "{label} cannot be relocated: the KASLR shift is unknown (no VMCOREINFO KERNELOFFSET, no kallsyms)"
+            ),
+        });
+    };
+    let relocated = map.relocated(runtime_text).map_err(|e| InspectError::ProfileMismatch {
+        path: path.clone(),
+        what: "System.map",
+        release: release.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if let Ok((decoded, _)) = &decoded {
+        let sample = decoded.sample_names(CROSS_CHECK_SAMPLE);
+        if let Err(mismatches) = compare_symbols(decoded, &relocated, &sample) {
+            let first: Vec<String> = mismatches.iter().take(3).map(|m| m.to_string()).collect();
+            return Err(InspectError::ProfileMismatch {
+                path,
+                what: "System.map",
+                release: release.to_owned(),
+                detail: format!(
+                    "{} of {} sampled symbols differ from the kernel's own kallsyms (e.g. {})",
+                    mismatches.len(),
+                    sample.len(),
+                    first.join("; ")
+                ),
+            });
+        }
+    }
+    Ok((
+        relocated,
+        format!("{label} (relocated by {:#x})", runtime_text.wrapping_sub(DEFAULT_TEXT)),
+    ))
+}
+
+/// Reads `init_task` with the chosen layouts: the idle task has pid 0 and is named
+/// "swapper...". A layout from another kernel fails this.
+fn check_types_against_memory(
+    kernel: &AddressSpace,
+    symbols: &Symbols,
+    types: &dyn TypeInfo,
+    path: &str,
+    release: &str,
+) -> Result<(), InspectError> {
+    let mismatch = |detail: String| InspectError::ProfileMismatch {
+        path: path.to_owned(),
+        what: "type information",
+        release: release.to_owned(),
+        detail,
+    };
+    let init_task = symbols
+        .address_of("init_task")
+        .ok_or_else(|| mismatch("the symbols have no init_task".into()))?;
+    let (Some(pid), Some(comm)) = (
+        types.member_offset("task_struct", "pid"),
+        types.member_offset("task_struct", "comm"),
+    ) else {
+        return Err(mismatch("task_struct lacks pid or comm".into()));
+    };
+    let reader = super::reader::KernelReader::new(kernel);
+    let pid = reader
+        .i32(init_task + pid, "init_task.pid")
+        .map_err(|e| mismatch(e.to_string()))?;
+    let comm = reader
+        .inline_string(init_task + comm, 16, "init_task.comm")
+        .map_err(|e| mismatch(e.to_string()))?;
+    if pid != 0 || !comm.starts_with("swapper") {
+        return Err(mismatch(format!(
+            "init_task read with these layouts has pid {pid} and comm {comm:?}, not 0 and \"swapper...\""
+        )));
+    }
+    Ok(())
+}
