@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::layout::{
-    CtlTableLayout, FsTypeLayout, LayoutError, ModuleLayout, ModuleSize, MountLayout, NetConfLayout, NetDevLayout,
-    TaskLayout, TypeInfo, UtsLayout,
+    CtlTableLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout, ModuleSize, MountLayout, NetConfLayout,
+    NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
 };
 use super::reader::{KernelReader, ReadError};
 use super::snapshot::{FilesystemType, Interface, Module, Mount, Task, Uts};
@@ -53,6 +53,9 @@ pub struct KernelView<'a> {
 /// Arguments longer than this are cut (the kernel has no limit; `ps` output does not need it).
 const MAX_CMDLINE: u64 = 1 << 20;
 const PF_KTHREAD: u32 = 0x0020_0000;
+const PF_WQ_WORKER: u32 = 0x0000_0020;
+/// `proc_task_name()` formats into a 64-byte buffer.
+const PROC_TASK_NAME_MAX: usize = 63;
 const FS_REQUIRES_DEV: u32 = 1;
 
 impl<'a> KernelView<'a> {
@@ -140,6 +143,11 @@ impl<'a> KernelView<'a> {
         let pid = r.i32(task + l.pid, "task_struct.pid")?;
         let tgid = r.i32(task + l.tgid, "task_struct.tgid")?;
         let comm = r.inline_string(task + l.comm, l.comm_len as usize, "task_struct.comm")?;
+        let flags = r.u32(task + l.flags, "task_struct.flags")?;
+        let comm = match &l.kthread_names {
+            Some(k) if flags & (PF_KTHREAD | PF_WQ_WORKER) != 0 => self.proc_task_name(k, task, flags, comm)?,
+            _ => comm,
+        };
         let parent = r.u64(task + l.real_parent, "task_struct.real_parent")?;
         let ppid = if parent == 0 {
             0
@@ -149,7 +157,6 @@ impl<'a> KernelView<'a> {
         let cred = r.u64(task + l.real_cred, "task_struct.real_cred")?;
         let uid = r.u32(cred + l.cred_uid, "cred.uid")?;
         let gid = r.u32(cred + l.cred_gid, "cred.gid")?;
-        let flags = r.u32(task + l.flags, "task_struct.flags")?;
         let mut state = r.u32(task + l.state, "task_struct.__state")?;
         if frozen_bit.is_some_and(|bit| state & bit != 0) {
             state = self.state_before_freeze(l, task)?;
@@ -179,6 +186,34 @@ impl<'a> KernelView<'a> {
             },
             warning,
         ))
+    }
+
+    /// The name `/proc/PID/stat` and `status` show for a kernel thread: a workqueue worker's
+    /// `comm` plus `+desc` (running) or `-desc` (last ran), another kernel thread's full name
+    /// (`comm` is cut at 15 characters).
+    fn proc_task_name(&self, k: &KthreadNameLayout, task: u64, flags: u32, comm: String) -> Result<String> {
+        let r = self.reader();
+        let kthread = r.u64(task + k.task_kthread, "task_struct.worker_private")?;
+        if kthread == 0 {
+            return Ok(comm);
+        }
+        let mut name = if flags & PF_WQ_WORKER != 0 {
+            let worker = r.u64(kthread + k.kthread_data, "kthread.data")?;
+            let desc = r.inline_string(worker + k.worker_desc, k.worker_desc_len as usize, "worker.desc")?;
+            if desc.is_empty() {
+                comm
+            } else {
+                let running = r.u64(worker + k.worker_current_work, "worker.current_work")? != 0;
+                format!("{comm}{}{desc}", if running { '+' } else { '-' })
+            }
+        } else {
+            match r.u64(kthread + k.kthread_full_name, "kthread.full_name")? {
+                0 => comm,
+                full => r.c_string(full, PROC_TASK_NAME_MAX, "kthread.full_name")?,
+            }
+        };
+        name.truncate(name.floor_char_boundary(PROC_TASK_NAME_MAX));
+        Ok(name)
     }
 
     /// `xl save` freezes user tasks before suspending, so their `__state` is TASK_FROZEN; what

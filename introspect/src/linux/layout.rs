@@ -109,6 +109,34 @@ pub struct TaskLayout {
     pub mm_arg_start: u64,
     pub mm_arg_end: u64,
     pub mm_pgd: u64,
+    /// How `/proc` names kernel threads (full name, 5.17+) and workqueue workers
+    /// (`comm-desc`); absent members leave the plain `comm`.
+    pub kthread_names: Option<KthreadNameLayout>,
+}
+
+#[derive(Debug, Clone)]
+pub struct KthreadNameLayout {
+    /// `task_struct.worker_private`: the task's `struct kthread`.
+    pub task_kthread: u64,
+    pub kthread_full_name: u64,
+    /// `kthread.data`: a workqueue worker's `struct worker`.
+    pub kthread_data: u64,
+    pub worker_desc: u64,
+    pub worker_desc_len: u64,
+    pub worker_current_work: u64,
+}
+
+impl KthreadNameLayout {
+    fn resolve(types: &dyn TypeInfo) -> Option<Self> {
+        Some(Self {
+            task_kthread: types.member_offset("task_struct", "worker_private")?,
+            kthread_full_name: types.member_offset("kthread", "full_name")?,
+            kthread_data: types.member_offset("kthread", "data")?,
+            worker_desc: types.member_offset("worker", "desc")?,
+            worker_desc_len: types.member_size("worker", "desc")?,
+            worker_current_work: types.member_offset("worker", "current_work")?,
+        })
+    }
 }
 
 impl TaskLayout {
@@ -140,6 +168,7 @@ impl TaskLayout {
             mm_arg_start: r.off("mm_struct", "arg_start")?,
             mm_arg_end: r.off("mm_struct", "arg_end")?,
             mm_pgd: r.off("mm_struct", "pgd")?,
+            kthread_names: KthreadNameLayout::resolve(types),
         })
     }
 }

@@ -133,3 +133,40 @@ pub fn summary(path: &Path) -> Summary {
     }
     out
 }
+
+/// The test bed's QEMU memory-dump directory (`dump.elf`, `ground-truth.json`, ...). Missing
+/// is a failure naming the script that builds it, except in quick mode (`DORMOUSE_QUICK=1`),
+/// where the test skips loudly.
+pub fn testbed_memdump(test: &str) -> Option<PathBuf> {
+    let cache = std::env::var_os("DORMOUSE_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dormouse")
+        });
+    let manifest = cache.join("testbed.json");
+    let text = match std::fs::read_to_string(&manifest) {
+        Ok(text) => text,
+        Err(e) if std::env::var_os("DORMOUSE_QUICK").is_some_and(|v| v == "1") => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n",
+                manifest.display()
+            );
+            return None;
+        }
+        Err(e) => panic!(
+            "{test}: the test bed is missing ({}: {e}). Build it with `scripts/make-fixtures` as root \
+             (scripts/test does this), or set DORMOUSE_CACHE to where it was built.",
+            manifest.display()
+        ),
+    };
+    let testbed: serde_json::Value = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}; rerun scripts/make-fixtures", manifest.display()));
+    let dir = PathBuf::from(testbed["memdump"]["dir"].as_str().expect("testbed.json: memdump.dir"));
+    assert!(
+        dir.join("dump.elf").is_file(),
+        "{}/dump.elf is missing; rerun scripts/make-fixtures",
+        dir.display()
+    );
+    Some(dir)
+}
