@@ -218,6 +218,16 @@ pub struct MemberLocation {
     pub resolved: TypeId,
 }
 
+/// How an INT type's bits are read (`BTF_INT_ENCODING`): the C base type behind it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IntEncoding {
+    pub signed: bool,
+    /// Declared as a character type (`char`, `signed char`, `unsigned char`).
+    pub char: bool,
+    /// `_Bool`.
+    pub bool: bool,
+}
+
 /// An array type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ArrayInfo {
@@ -800,6 +810,35 @@ impl Btf {
             .first()
             .ok_or_else(|| self.not_found("enumerator", &format!("{enum_name}::{name}")))?;
         self.enumerator_value(id, i)
+    }
+
+    /// Enumerators of ENUM or ENUM64 type `id` in declaration order, with their values.
+    pub fn enumerators(&self, id: TypeId) -> BtfResult<impl Iterator<Item = (&str, i128)> + '_> {
+        let r = self.rec(id)?;
+        let stride = match r.kind {
+            Kind::Enum => 8,
+            Kind::Enum64 => 12,
+            _ => return Err(self.type_error(id, "is not an enum")),
+        };
+        // Records were bounds-checked at parse time, so the reads below cannot fail.
+        Ok((0..r.vlen).filter_map(move |i| {
+            let name_off = le32(&self.data, r.extra + stride * usize::from(i))?;
+            Some((self.str_at(name_off), self.enumerator_value(id, i).ok()?))
+        }))
+    }
+
+    /// Encoding of INT type `id` (not resolved through typedefs).
+    pub fn int_encoding(&self, id: TypeId) -> BtfResult<IntEncoding> {
+        let r = self.rec(id)?;
+        if r.kind != Kind::Int {
+            return Err(self.type_error(id, "is not an integer type"));
+        }
+        let enc = self.word(r.extra)? >> 24;
+        Ok(IntEncoding {
+            signed: enc & 1 != 0,
+            char: enc & 2 != 0,
+            bool: enc & 4 != 0,
+        })
     }
 
     fn enumerator_value(&self, id: TypeId, i: u16) -> BtfResult<i128> {

@@ -98,6 +98,8 @@ pub enum SymbolsError {
          /boot/System.map is a placeholder: the real one is in the linux-image-*-dbg package)"
     )]
     SystemMap { line: usize, problem: String },
+    #[error("symbol {name:?}: {problem}; kernel symbol names are 1..=512 printable ASCII characters")]
+    Entry { name: String, problem: String },
     #[error("the symbol table has no _text, so it cannot be relocated; use the kernel's real System.map")]
     NoText,
     #[error(
@@ -265,6 +267,24 @@ impl Symbols {
             }
             b.push(name.as_bytes(), address, kind)
                 .map_err(|problem| bad(format!("symbol {:?}: {problem}", truncated(name))))?;
+        }
+        Ok(b.finish())
+    }
+
+    /// Builds a table from `(name, address, nm type letter)` triples, for symbol sources that
+    /// are neither System.map nor kallsyms (a Volatility ISF). Names are checked as
+    /// System.map names are.
+    pub fn from_entries<'n>(entries: impl IntoIterator<Item = (&'n str, u64, u8)>) -> Result<Symbols, SymbolsError> {
+        let mut b = Builder::default();
+        for (name, address, kind) in entries {
+            let bad = |problem: String| SymbolsError::Entry {
+                name: truncated(name).to_owned(),
+                problem,
+            };
+            if b.entries.len() as u64 >= MAX_SYMBOLS {
+                return Err(bad(format!("more than {MAX_SYMBOLS} symbols")));
+            }
+            b.push(name.as_bytes(), address, kind).map_err(bad)?;
         }
         Ok(b.finish())
     }

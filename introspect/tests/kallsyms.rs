@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use introspect::{
     AddressEncoding, AddressTable, KallsymsError, KallsymsLocation, KallsymsOptions, KernelImageMap, Markers,
@@ -224,42 +224,11 @@ fn qemu_la57_kallsyms() {
     );
 }
 
-/// The test bed's memory dump directory; a missing test bed fails (naming the script that
-/// builds it) except in quick mode.
-fn testbed_memdump() -> Option<PathBuf> {
-    let cache = std::env::var_os("DORMOUSE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dormouse")
-        });
-    let manifest = cache.join("testbed.json");
-    match std::fs::read_to_string(&manifest) {
-        Ok(text) => {
-            let tb: serde_json::Value = serde_json::from_str(&text).expect("testbed.json is JSON");
-            Some(PathBuf::from(
-                tb["memdump"]["dir"].as_str().expect("testbed.json has memdump.dir"),
-            ))
-        }
-        Err(e) if std::env::var_os("DORMOUSE_QUICK").is_some_and(|v| v == "1") => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED (DORMOUSE_QUICK=1): no test bed at {}: {e}\n",
-                manifest.display()
-            );
-            None
-        }
-        Err(e) => panic!(
-            "the test bed is missing ({}: {e}); build it with scripts/make-fixtures (scripts/test does), or set \
-             DORMOUSE_CACHE to where it was built",
-            manifest.display()
-        ),
-    }
-}
-
 #[test]
 fn testbed_dump_kallsyms() {
-    let Some(dir) = testbed_memdump() else { return };
+    let Some(dir) = common::testbed_memdump("testbed_dump_kallsyms") else {
+        return;
+    };
     let gt = common::json(&dir.join("ground-truth.json"));
     let sm = common::fixtures().map(|fx| system_map(&fx));
     check_qemu_dump(&dir.join("dump.elf"), &gt, &dir.join("kallsyms.txt"), sm.as_ref());

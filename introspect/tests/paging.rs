@@ -84,44 +84,12 @@ fn fixture_cases() -> Vec<Case> {
     ]
 }
 
-/// The test bed's QEMU dump: missing is a failure naming the script that builds it, except in
-/// quick mode (`DORMOUSE_QUICK=1`), where the test skips loudly.
+/// The test bed's QEMU dump (see `common::testbed_memdump` for when it may be missing).
 fn testbed_case(test: &str) -> Option<Case> {
-    let cache = std::env::var_os("DORMOUSE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dormouse")
-        });
-    let manifest = cache.join("testbed.json");
-    let text = match std::fs::read_to_string(&manifest) {
-        Ok(text) => text,
-        Err(e) if std::env::var_os("DORMOUSE_QUICK").is_some_and(|v| v == "1") => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n",
-                manifest.display()
-            );
-            return None;
-        }
-        Err(e) => panic!(
-            "{test}: the test bed is missing ({}: {e}). Build it with `scripts/make-fixtures` as root \
-             (scripts/test does this), or set DORMOUSE_CACHE to where it was built.",
-            manifest.display()
-        ),
-    };
-    let testbed: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}; rerun scripts/make-fixtures", manifest.display()));
-    let dir = PathBuf::from(testbed["memdump"]["dir"].as_str().expect("testbed.json: memdump.dir"));
-    let dump = dir.join("dump.elf");
-    assert!(
-        dump.is_file(),
-        "{} is missing; rerun scripts/make-fixtures",
-        dump.display()
-    );
+    let dir = common::testbed_memdump(test)?;
     Some(qemu_case(
         "test bed",
-        dump,
+        dir.join("dump.elf"),
         &dir.join("ground-truth.json"),
         PagingMode::Level4,
     ))

@@ -239,7 +239,7 @@ fn fixtures_from_the_image_alone() {
             s.kernel.profile.symbols
         );
         assert!(
-            s.kernel.profile.types.contains("carved from RAM"),
+            s.kernel.profile.types.contains(".BTF in RAM at __start_BTF"),
             "{}",
             s.kernel.profile.types
         );

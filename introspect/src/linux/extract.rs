@@ -212,7 +212,11 @@ impl<'a> KernelView<'a> {
                 full => r.c_string(full, PROC_TASK_NAME_MAX, "kthread.full_name")?,
             }
         };
-        name.truncate(name.floor_char_boundary(PROC_TASK_NAME_MAX));
+        let mut end = name.len().min(PROC_TASK_NAME_MAX);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
         Ok(name)
     }
 

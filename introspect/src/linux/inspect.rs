@@ -129,24 +129,21 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
         })?;
 
     let (symbols, symbols_from) = symbols(mem, &kernel, vmcoreinfo.as_ref(), &release_hint, files, &mut warnings)?;
-    let carved = find_kernel_btf(mem);
-    let (types, types_from): (&dyn TypeInfo, String) = match (&files.btf, &carved) {
-        (Some((label, given)), Some(c)) => {
-            if given.bytes() != c.btf.bytes() {
+    let in_ram = btf_in_ram(mem, &kernel, &symbols);
+    let (types, types_from): (&dyn TypeInfo, String) = match (&files.btf, &in_ram) {
+        (Some((label, given)), Some((where_, btf))) => {
+            if given.bytes() != btf.bytes() {
                 return Err(InspectError::ProfileMismatch {
                     path,
                     what: "kernel image's BTF",
                     release: release_hint,
-                    detail: format!("{label} differs from the .BTF in RAM at physical {:#x}", c.paddr),
+                    detail: format!("{label} differs from the {where_}"),
                 });
             }
-            (
-                given,
-                format!("{label} (identical to the .BTF in RAM at physical {:#x})", c.paddr),
-            )
+            (given, format!("{label} (identical to the {where_})"))
         }
         (Some((label, given)), None) => (given, label.clone()),
-        (None, Some(c)) => (&c.btf, format!(".BTF carved from RAM at physical {:#x}", c.paddr)),
+        (None, Some((where_, btf))) => (btf, where_.clone()),
         (None, None) => {
             return Err(InspectError::NoTypes {
                 path,
@@ -371,6 +368,25 @@ fn symbols(
         relocated,
         format!("{label} (relocated by {:#x})", runtime_text.wrapping_sub(DEFAULT_TEXT)),
     ))
+}
+
+/// The kernel's own `.BTF`: read between the `__start_BTF`/`__stop_BTF` symbols when the
+/// symbols have them (cost independent of guest RAM), else carved by scanning all pages.
+fn btf_in_ram(mem: &dyn PhysMemory, kernel: &AddressSpace, symbols: &Symbols) -> Option<(String, Btf)> {
+    const MAX_BTF: u64 = 128 << 20;
+    if let (Some(start), Some(stop)) = (symbols.address_of("__start_BTF"), symbols.address_of("__stop_BTF")) {
+        let len = stop.checked_sub(start).filter(|l| (1..=MAX_BTF).contains(l));
+        if let Some(len) = len {
+            let mut bytes = vec![0u8; len as usize];
+            if kernel.read_virt(start, &mut bytes).is_ok() {
+                let label = format!(".BTF in RAM at __start_BTF ({start:#x})");
+                if let Ok(btf) = Btf::parse(label.clone(), bytes) {
+                    return Some((label, btf));
+                }
+            }
+        }
+    }
+    find_kernel_btf(mem).map(|c| (format!(".BTF carved from RAM at physical {:#x}", c.paddr), c.btf))
 }
 
 /// Reads `init_task` with the chosen layouts: the idle task has pid 0 and is named
