@@ -79,10 +79,24 @@ fn main() -> ExitCode {
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("dormouse: {e:#}");
+            eprintln!("dormouse: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, skipping causes the message already quotes (library errors
+/// often embed their source's text and expose it as `source()` too).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !msg.contains(&cause) {
+            msg.push_str(": ");
+            msg.push_str(&cause);
+        }
+    }
+    msg
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -170,7 +184,9 @@ fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Res
     let root = mount.open_root()?;
     let boot = |name: String| emulator::disk::read_in_root(&root, mount.target(), &name, 512 << 20);
     let label = |name: &str| format!("{name} on {}:{number}", path.display());
+    let mut found = false;
     if let Ok(bytes) = boot(format!("boot/System.map-{release}")) {
+        found = true;
         let text = String::from_utf8_lossy(&bytes);
         match introspect::Symbols::from_system_map(&text) {
             Ok(symbols) if symbols.len() > 1 => {
@@ -180,6 +196,7 @@ fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Res
         }
     }
     if let Ok(bytes) = boot(format!("boot/vmlinuz-{release}")) {
+        found = true;
         let name = format!("/boot/vmlinuz-{release}");
         let btf = introspect::KernelImage::from_bytes(PathBuf::from(label(&name)), bytes)
             .map_err(anyhow::Error::from)
@@ -188,6 +205,12 @@ fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Res
             Ok(btf) => files.btf = Some((format!("BTF of {}", label(&name)), btf)),
             Err(e) => eprintln!("dormouse: {name} on the disk gives no BTF ({e:#}); using memory"),
         }
+    }
+    if !found {
+        eprintln!(
+            "dormouse: {}:{number} has neither /boot/System.map-{release} nor /boot/vmlinuz-{release}; using memory",
+            path.display()
+        );
     }
     Ok(())
 }

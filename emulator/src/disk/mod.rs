@@ -176,9 +176,16 @@ impl GuestDisk {
 }
 
 fn disk_size(file: &File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileTypeExt;
     let meta = file.metadata()?;
     if meta.is_file() {
         return Ok(meta.len());
+    }
+    if !meta.file_type().is_block_device() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "neither a regular file (disk image) nor a block device",
+        ));
     }
     // Block devices report size 0 in metadata; ask the block layer.
     let mut size: u64 = 0;
