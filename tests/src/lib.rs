@@ -111,3 +111,40 @@ pub fn testbed(test: &str) -> Option<Testbed> {
     });
     Some(testbed)
 }
+
+/// Fixture `rel` of the real Xen fixtures (e.g. `xen-pv-a/domU-A.save`), decompressed from
+/// `rel.zst` into `$DORMOUSE_CACHE/fixtures-decompressed` on first use; never modified in place.
+pub fn decompressed(fixtures: &Path, rel: &str) -> PathBuf {
+    let out = cache_dir().join("fixtures-decompressed").join(rel);
+    if out.is_file() {
+        return out;
+    }
+    std::fs::create_dir_all(out.parent().expect("fixture path has a parent")).expect("create the fixture cache");
+    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
+    let src = fixtures.join(format!("{rel}.zst"));
+    let status = std::process::Command::new("zstd")
+        .args(["-q", "-f", "-d", "--long=27"])
+        .arg(&src)
+        .arg("-o")
+        .arg(&tmp)
+        .status()
+        .expect("run zstd (install the zstd package)");
+    assert!(status.success(), "zstd failed on {}", src.display());
+    std::fs::rename(&tmp, &out).expect("move the decompressed fixture into place");
+    out
+}
+
+/// The `dormouse` binary of this build (`cargo test --workspace` and nextest build it).
+pub fn dormouse_bin() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let bin = target.join(profile).join("dormouse");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build -p dormouse` first",
+        bin.display()
+    );
+    bin
+}

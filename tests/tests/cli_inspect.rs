@@ -1,0 +1,90 @@
+//! `dormouse inspect --disk`: profile files come from the guest's own /boot, read-only, and
+//! Debian's placeholder System.map is recognised and skipped.
+
+use std::path::Path;
+use std::process::Command;
+
+use dormouse_tests::{decompressed, dormouse_bin, xen_fixtures};
+
+/// A bare ext4 filesystem image (no partition table, as Xen PV `xvda1` disks often are)
+/// holding a minimal root with the given /boot files.
+fn guest_fs(dir: &Path, boot: &[(&str, &[u8])]) -> std::path::PathBuf {
+    let root = dir.join("root");
+    for d in ["etc", "boot"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("etc/fstab"), "/dev/xvda1 / ext4 defaults 0 1\n").unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
+    for (name, bytes) in boot {
+        std::fs::write(root.join("boot").join(name), bytes).unwrap();
+    }
+    let image = dir.join("disk.img");
+    let status = Command::new("mke2fs")
+        .args(["-q", "-t", "ext4", "-d"])
+        .arg(&root)
+        .arg(&image)
+        .arg("64M")
+        .status()
+        .expect("run mke2fs (e2fsprogs)");
+    assert!(status.success());
+    image
+}
+
+fn inspect_json(save: &Path, disk: &Path) -> (serde_json::Value, String) {
+    let out = Command::new(dormouse_bin())
+        .arg("inspect")
+        .arg(save)
+        .arg("--disk")
+        .arg(disk)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "dormouse inspect failed: {stderr}");
+    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+}
+
+#[test]
+fn profile_files_from_the_guest_disk_are_used_and_cross_checked() {
+    let Some(fx) = xen_fixtures("profile_files_from_the_guest_disk_are_used_and_cross_checked") else {
+        return;
+    };
+    let save = decompressed(&fx, "xen-pv-a/domU-A.save");
+    let map = std::fs::read(decompressed(&fx, "kernel-6.1.0-56-amd64/System.map-6.1.0-56-amd64")).unwrap();
+    let vmlinuz = std::fs::read(fx.join("kernel-6.1.0-56-amd64/vmlinuz-6.1.0-56-amd64")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let disk = guest_fs(
+        dir.path(),
+        &[
+            ("System.map-6.1.0-56-amd64", &map),
+            ("vmlinuz-6.1.0-56-amd64", &vmlinuz),
+        ],
+    );
+    let (snapshot, _) = inspect_json(&save, &disk);
+    let profile = &snapshot["kernel"]["profile"];
+    let symbols = profile["symbols"].as_str().unwrap();
+    let types = profile["types"].as_str().unwrap();
+    assert!(symbols.starts_with("/boot/System.map-6.1.0-56-amd64 on "), "{symbols}");
+    assert!(
+        types.contains("/boot/vmlinuz-6.1.0-56-amd64") && types.contains("identical to the .BTF in RAM"),
+        "{types}"
+    );
+    assert_eq!(snapshot["uts"]["nodename"], "dormouse-a");
+}
+
+#[test]
+fn debian_placeholder_system_map_is_skipped() {
+    let Some(fx) = xen_fixtures("debian_placeholder_system_map_is_skipped") else {
+        return;
+    };
+    let save = decompressed(&fx, "xen-pv-a/domU-A.save");
+    let placeholder: &[u8] = b"ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package\n";
+    let dir = tempfile::tempdir().unwrap();
+    let disk = guest_fs(dir.path(), &[("System.map-6.1.0-56-amd64", placeholder)]);
+    let (snapshot, stderr) = inspect_json(&save, &disk);
+    assert!(stderr.contains("placeholder"), "{stderr}");
+    assert_eq!(
+        snapshot["kernel"]["profile"]["symbols"],
+        "kallsyms in RAM, located by VMCOREINFO"
+    );
+}
