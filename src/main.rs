@@ -69,6 +69,9 @@ struct ImageArgs {
     /// The running kernel's vmlinuz or vmlinux, for its .BTF types.
     #[arg(long, value_name = "FILE")]
     kernel: Option<PathBuf>,
+    /// A Volatility 3 ISF profile (JSON, optionally xz-compressed) for symbols and types.
+    #[arg(long, value_name = "FILE")]
+    isf: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -151,6 +154,9 @@ fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
             .btf()
             .with_context(|| format!("{}: no usable .BTF section", path.display()))?;
         files.btf = Some((format!("BTF of {}", path.display()), btf));
+    }
+    if let Some(path) = &args.isf {
+        files.isf = Some((path.display().to_string(), introspect::Isf::open(path)?));
     }
     Ok(introspect::linux::snapshot(mem.as_ref(), &files)?)
 }

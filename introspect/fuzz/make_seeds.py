@@ -300,6 +300,86 @@ def vmcoreinfo_note_page(text, at=0x100):
     return bytes(page)
 
 
+# ---------------------------------------------------------------- kernel walk
+WBASE = 0xFFFF_8880_0000_0000
+WUSER = 0x1000
+WTEXT = 0xFFFF_FFFF_8100_0000
+
+
+def kernel_walk_seed(variant):
+    """Kernel memory laid out as fuzz_targets/kernel_walk.rs's fixed symbols and types expect:
+    uname, banner, command line, boot id, two tasks (one user, one kernel thread), two
+    filesystems, a module, sysctl tables, a network device with IPv4/IPv6 addresses, and
+    init's root mount. `variant` is the first byte (the target's layout switches)."""
+    m = bytearray(0x2000)
+    def put(off, data):
+        m[off : off + len(data)] = data
+    q = lambda off, v: struct.pack_into("<Q", m, off, v)
+    d = lambda off, v: struct.pack_into("<I", m, off, v & 0xFFFFFFFF)
+    a = lambda off: WBASE + off
+    for i, f in enumerate([b"Linux", b"fuzz", b"6.1.0-56-amd64", b"#1 SMP", b"x86_64", b"(none)"]):
+        put(16 * i, f)
+    m[0] = variant
+    put(0x100, b"Linux version 6.1.0-56-amd64 (fuzz)\n\0")
+    q(0x180, a(0x1000)); put(0x1000, b"root=/dev/xvda1 ro\0")
+    put(0x188, bytes(range(1, 17)))
+    q(0x198, 4_000_000)
+    # file_systems: ext4 (requires a device) -> proc
+    q(0x1A0, a(0x1100))
+    q(0x1100, a(0x1180)); d(0x1108, 1); q(0x1110, a(0x1140))
+    q(0x1140, a(0x1190)); d(0x1148, 0); q(0x1150, 0)
+    put(0x1180, b"ext4\0"); put(0x1190, b"proc\0")
+    # modules: one
+    q(0x1A8, a(0x1200)); q(0x1B0, a(0x1200))
+    q(0x1200, a(0x1A8)); q(0x1208, a(0x1A8)); put(0x1210, b"xen_blkfront\0")
+    d(0x1220, 0); d(0x1224, 1); d(0x1228, 0x4000); d(0x1230, 0x1000); d(0x1238, 0x200)
+    # init_net: one device, IPv6 devconf instances
+    q(0x1C0, a(0x1300)); q(0x1C8, a(0x1300)); q(0x1D0, a(0x1500)); q(0x1D8, a(0x1540))
+    q(0x1300, a(0x1C0)); q(0x1308, a(0x1C0)); put(0x1310, b"eth0\0")
+    q(0x1320, a(0x1380)); m[0x1328] = 6; q(0x1330, a(0x13A0)); q(0x1338, a(0x1400))
+    put(0x1380, bytes([0, 0x16, 0x3E, 0, 0, 1]))
+    q(0x13A0, a(0x13C0)); q(0x13C0, 0); put(0x13C8, bytes([10, 0, 0, 2])); m[0x13CC] = 24
+    q(0x1400, a(0x1480)); q(0x1408, a(0x1480))
+    q(0x1480, a(0x1400)); q(0x1488, a(0x1400)); put(0x1490, bytes([0xFE, 0x80] + [0] * 13 + [1])); d(0x14A0, 64)
+    for inst in (0x480, 0x1500, 0x1540, 0x1410):
+        d(inst, 1); d(inst + 4, 64)
+    # tasks: init_task -> init (pid 1) -> kthreadd (pid 2) -> init_task
+    q(0x200, a(0x1600)); q(0x208, a(0x1680))
+    for t, nxt, pid, comm, flags, mm in [
+        (0x1600, 0x1680, 1, b"init", 0x400100, a(0x1740)),
+        (0x1680, 0x200, 2, b"kthreadd", 0x208040, 0),
+    ]:
+        q(t, a(nxt)); d(t + 0x10, pid); d(t + 0x14, pid); put(t + 0x18, comm)
+        q(t + 0x28, a(0x200)); q(t + 0x30, a(0x1700)); q(t + 0x38, mm); d(t + 0x40, flags)
+        d(t + 0x44, 0x8000 | 1); d(t + 0x48, 1); q(t + 0x60, a(0x17C0))
+        q(t + 0x68, a(0x1900)); q(t + 0x70, a(0x1940))
+    d(0x1704, 1000); d(0x1708, 1000)
+    args = b"/sbin/init\0splash\0"
+    put(0x1800, args); q(0x1740, WUSER + 0x1800); q(0x1748, WUSER + 0x1800 + len(args)); q(0x1750, a(0x1000))
+    q(0x17C0, a(0x17E0)); put(0x17E0, b"kthreadd-with-a-long-name\0")
+    # init's mounts: one root mount of /dev/xvda1
+    q(0x1900, a(0x1A20)); q(0x1908, a(0x1B00)); q(0x1940, a(0x1950))
+    q(0x1950, a(0x1A00)); q(0x1958, a(0x1A00))
+    q(0x1A00, a(0x1950)); q(0x1A08, a(0x1950)); q(0x1A10, a(0x1A00)); q(0x1A18, a(0x1B00))
+    q(0x1A20, a(0x1B00)); q(0x1A28, a(0x1B40)); d(0x1A30, 0x20); q(0x1A40, a(0x1B80))
+    q(0x1B00, a(0x1B20)); q(0x1B08, a(0x1B00)); put(0x1B20, b"/\0")
+    q(0x1B40, a(0x1100)); q(0x1B48, 0); put(0x1B80, b"/dev/xvda1\0")
+    # sysctls: kern_table, vm_table, fs_table (empty), addrconf_sysctl over ipv6_devconf
+    def ctl(off, name_at, name, data, maxlen, handler):
+        put(name_at, name + b"\0"); q(off, a(name_at)); q(off + 8, data); d(off + 0x10, maxlen)
+        q(off + 0x18, WTEXT + handler)
+    ctl(0x300, 0x1C00, b"pid_max", a(0x1C20), 4, 0x10)
+    d(0x1C20, 32768)
+    ctl(0x320, 0x1C40, b"hostname", a(16), 16, 0)
+    ctl(0x380, 0x1C60, b"swappiness", a(0x1C80), 4, 0x20)
+    d(0x1C80, 60)
+    ctl(0x3A0, 0x1CA0, b"dirty_expire_centisecs", a(0x1C84), 4, 0x70)
+    d(0x1C84, 3000)
+    ctl(0x400, 0x1CC0, b"forwarding", a(0x480), 4, 0x10)
+    ctl(0x420, 0x1CE0, b"hop_limit", a(0x484), 4, 0xA0)
+    return bytes(m)
+
+
 def main():
     root = Path(sys.argv[1])
     def put(target, name, data):
@@ -342,6 +422,9 @@ def main():
             put("vmcoreinfo", f"{case}.txt", text.encode())
             put("vmcoreinfo", f"{case}-note-in-ram", vmcoreinfo_note_page(text))
             put("vmcoreinfo", f"{case}-data-in-ram", bytes(4096) + text.encode().ljust(4096, b"\0"))
+
+    for v in (0x4C, 0x4D, 0x4E, 0x5C, 0x40):
+        put("kernel_walk", f"variant-{v:02x}", kernel_walk_seed(v))
 
 
 if __name__ == "__main__":

@@ -675,6 +675,14 @@ impl Btf {
         Ok(r.size_or_type)
     }
 
+    /// The type a PTR, TYPEDEF, qualifier, TYPE_TAG, FUNC, VAR or DECL_TAG `id` refers to,
+    /// one step (nothing stripped); `None` for other kinds.
+    pub fn target(&self, id: TypeId) -> Option<TypeId> {
+        let r = self.recs.get(id as usize)?;
+        // A FUNC_PROTO's type is its return type, not something it stands for.
+        (r.kind.refers() && r.kind != Kind::FuncProto).then_some(r.size_or_type)
+    }
+
     /// Members of struct/union `id` (not resolved through typedefs) in declaration order.
     pub fn members(&self, id: TypeId) -> BtfResult<impl Iterator<Item = Member<'_>> + '_> {
         let r = self.rec(id)?;

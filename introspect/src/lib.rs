@@ -12,6 +12,7 @@ mod btf;
 mod bytes;
 mod elf;
 mod error;
+mod isf;
 mod kallsyms;
 mod kernel_image;
 mod kernel_map;
@@ -27,11 +28,12 @@ mod xen_live;
 mod xl_save;
 
 pub use btf::{
-    ArrayInfo, Btf, BtfError, BtfResult, CarvedBtf, DatasecVar, Kind as BtfKind, Member, MemberLocation, TypeId,
-    find_kernel_btf,
+    ArrayInfo, Btf, BtfError, BtfResult, CarvedBtf, DatasecVar, IntEncoding, Kind as BtfKind, Member, MemberLocation,
+    TypeId, find_kernel_btf,
 };
 pub use elf::{ElfCore, LoadSegment, XenCore, XenVersion};
 pub use error::{Error, Result};
+pub use isf::{Isf, IsfError, IsfMetadata, MAX_ISF_BYTES, MAX_TYPE_DEPTH, isf_from_btf_and_symbols};
 pub use kallsyms::{
     AddressEncoding, AddressTable, Kallsyms, KallsymsError, KallsymsLocation, KallsymsOptions, MAX_CARVE_RANGE,
     MAX_NAME_LEN, MAX_SYMBOLS, Markers, Symbol, SymbolMismatch, Symbols, SymbolsError, carve_kallsyms, compare_symbols,

@@ -288,6 +288,7 @@ fn fixtures_with_system_map_and_kernel_given_agree_with_the_image_alone() {
         let files = ProfileFiles {
             system_map: Some(system_map(&fx)),
             btf: Some(vmlinuz_btf(&fx)),
+            isf: None,
         };
         let given = take(&case, &files);
         assert!(
@@ -324,6 +325,7 @@ fn a_system_map_of_another_build_is_refused() {
     let files = ProfileFiles {
         system_map: Some(("other-build.map".into(), Symbols::from_system_map(&moved).unwrap())),
         btf: None,
+        isf: None,
     };
     for case in fixture_cases() {
         let mem = open_memory(&case.image).unwrap();
@@ -352,6 +354,7 @@ fn btf_that_differs_from_the_kernels_own_is_refused() {
     let files = ProfileFiles {
         system_map: None,
         btf: Some(("edited.btf".into(), Btf::parse("edited.btf", bytes).unwrap())),
+        isf: None,
     };
     for case in fixture_cases() {
         let mem = open_memory(&case.image).unwrap();

@@ -37,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((head, _)) = data.split_first_chunk::<32>() else {
         return;
     };
-    let at = |i: usize| BASE + u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as u64;
+    let at = |i: usize| BASE.wrapping_add(u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]) as u64);
     let flags = head[28];
     let options = KallsymsOptions {
         big_symbols: flags & 1 != 0,

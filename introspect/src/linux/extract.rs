@@ -57,6 +57,8 @@ const PF_WQ_WORKER: u32 = 0x0000_0020;
 /// `proc_task_name()` formats into a 64-byte buffer.
 const PROC_TASK_NAME_MAX: usize = 63;
 const FS_REQUIRES_DEV: u32 = 1;
+/// `module.mem[]` has `MOD_MEM_NUM_TYPES` (7) entries; more means a corrupt type source.
+const MAX_MODULE_MEMS: u64 = 16;
 
 impl<'a> KernelView<'a> {
     fn reader(&self) -> KernelReader<'a> {
@@ -71,9 +73,9 @@ impl<'a> KernelView<'a> {
 
     pub fn uts(&self) -> Result<Uts> {
         let l = UtsLayout::resolve(self.types)?;
-        let base = self.symbol("init_uts_ns")? + l.name;
+        let base = self.symbol("init_uts_ns")?.wrapping_add(l.name);
         let r = self.reader();
-        let field = |off: u64, what: &str| r.inline_string(base + off, l.field_len as usize, what);
+        let field = |off: u64, what: &str| r.inline_string(base.wrapping_add(off), l.field_len as usize, what);
         Ok(Uts {
             sysname: field(l.sysname, "init_uts_ns.name.sysname")?,
             nodename: field(l.nodename, "init_uts_ns.name.nodename")?,
@@ -126,7 +128,7 @@ impl<'a> KernelView<'a> {
         let frozen_bit = task_frozen_bit(release);
         let mut warnings = Vec::new();
         let mut tasks = Vec::new();
-        for task in r.list(init_task + l.tasks, l.tasks, "init_task.tasks")? {
+        for task in r.list(init_task.wrapping_add(l.tasks), l.tasks, "init_task.tasks")? {
             match self.task(&l, task, frozen_bit) {
                 Ok((t, warning)) => {
                     warnings.extend(warning);
@@ -140,30 +142,30 @@ impl<'a> KernelView<'a> {
 
     fn task(&self, l: &TaskLayout, task: u64, frozen_bit: Option<u32>) -> Result<(Task, Option<String>)> {
         let r = self.reader();
-        let pid = r.i32(task + l.pid, "task_struct.pid")?;
-        let tgid = r.i32(task + l.tgid, "task_struct.tgid")?;
-        let comm = r.inline_string(task + l.comm, l.comm_len as usize, "task_struct.comm")?;
-        let flags = r.u32(task + l.flags, "task_struct.flags")?;
+        let pid = r.i32(task.wrapping_add(l.pid), "task_struct.pid")?;
+        let tgid = r.i32(task.wrapping_add(l.tgid), "task_struct.tgid")?;
+        let comm = r.inline_string(task.wrapping_add(l.comm), l.comm_len as usize, "task_struct.comm")?;
+        let flags = r.u32(task.wrapping_add(l.flags), "task_struct.flags")?;
         let comm = match &l.kthread_names {
             Some(k) if flags & (PF_KTHREAD | PF_WQ_WORKER) != 0 => self.proc_task_name(k, task, flags, comm)?,
             _ => comm,
         };
-        let parent = r.u64(task + l.real_parent, "task_struct.real_parent")?;
+        let parent = r.u64(task.wrapping_add(l.real_parent), "task_struct.real_parent")?;
         let ppid = if parent == 0 {
             0
         } else {
-            r.i32(parent + l.tgid, "real_parent->tgid")?
+            r.i32(parent.wrapping_add(l.tgid), "real_parent->tgid")?
         };
-        let cred = r.u64(task + l.real_cred, "task_struct.real_cred")?;
-        let uid = r.u32(cred + l.cred_uid, "cred.uid")?;
-        let gid = r.u32(cred + l.cred_gid, "cred.gid")?;
-        let mut state = r.u32(task + l.state, "task_struct.__state")?;
+        let cred = r.u64(task.wrapping_add(l.real_cred), "task_struct.real_cred")?;
+        let uid = r.u32(cred.wrapping_add(l.cred_uid), "cred.uid")?;
+        let gid = r.u32(cred.wrapping_add(l.cred_gid), "cred.gid")?;
+        let mut state = r.u32(task.wrapping_add(l.state), "task_struct.__state")?;
         if frozen_bit.is_some_and(|bit| state & bit != 0) {
             state = self.state_before_freeze(l, task)?;
         }
-        let exit_state = r.u32(task + l.exit_state, "task_struct.exit_state")?;
+        let exit_state = r.u32(task.wrapping_add(l.exit_state), "task_struct.exit_state")?;
         let kernel_thread = flags & PF_KTHREAD != 0;
-        let mm = r.u64(task + l.mm, "task_struct.mm")?;
+        let mm = r.u64(task.wrapping_add(l.mm), "task_struct.mm")?;
         let (cmdline, warning) = if mm == 0 {
             (Some(Vec::new()), None)
         } else {
@@ -193,21 +195,25 @@ impl<'a> KernelView<'a> {
     /// (`comm` is cut at 15 characters).
     fn proc_task_name(&self, k: &KthreadNameLayout, task: u64, flags: u32, comm: String) -> Result<String> {
         let r = self.reader();
-        let kthread = r.u64(task + k.task_kthread, "task_struct.worker_private")?;
+        let kthread = r.u64(task.wrapping_add(k.task_kthread), "task_struct.worker_private")?;
         if kthread == 0 {
             return Ok(comm);
         }
         let mut name = if flags & PF_WQ_WORKER != 0 {
-            let worker = r.u64(kthread + k.kthread_data, "kthread.data")?;
-            let desc = r.inline_string(worker + k.worker_desc, k.worker_desc_len as usize, "worker.desc")?;
+            let worker = r.u64(kthread.wrapping_add(k.kthread_data), "kthread.data")?;
+            let desc = r.inline_string(
+                worker.wrapping_add(k.worker_desc),
+                k.worker_desc_len as usize,
+                "worker.desc",
+            )?;
             if desc.is_empty() {
                 comm
             } else {
-                let running = r.u64(worker + k.worker_current_work, "worker.current_work")? != 0;
+                let running = r.u64(worker.wrapping_add(k.worker_current_work), "worker.current_work")? != 0;
                 format!("{comm}{}{desc}", if running { '+' } else { '-' })
             }
         } else {
-            match r.u64(kthread + k.kthread_full_name, "kthread.full_name")? {
+            match r.u64(kthread.wrapping_add(k.kthread_full_name), "kthread.full_name")? {
                 0 => comm,
                 full => r.c_string(full, PROC_TASK_NAME_MAX, "kthread.full_name")?,
             }
@@ -231,10 +237,10 @@ impl<'a> KernelView<'a> {
         const TASK_INTERRUPTIBLE: u32 = 1;
         let r = self.reader();
         if let Some(saved) = l.saved_state {
-            return Ok(r.u32(task + saved, "task_struct.saved_state")?);
+            return Ok(r.u32(task.wrapping_add(saved), "task_struct.saved_state")?);
         }
         let jobctl = match l.jobctl {
-            Some(off) => r.u64(task + off, "task_struct.jobctl")?,
+            Some(off) => r.u64(task.wrapping_add(off), "task_struct.jobctl")?,
             None => 0,
         };
         Ok(if jobctl & JOBCTL_TRACED != 0 {
@@ -248,15 +254,15 @@ impl<'a> KernelView<'a> {
 
     fn user_cmdline(&self, l: &TaskLayout, mm: u64) -> Result<Vec<String>> {
         let r = self.reader();
-        let start = r.u64(mm + l.mm_arg_start, "mm_struct.arg_start")?;
-        let end = r.u64(mm + l.mm_arg_end, "mm_struct.arg_end")?;
+        let start = r.u64(mm.wrapping_add(l.mm_arg_start), "mm_struct.arg_start")?;
+        let end = r.u64(mm.wrapping_add(l.mm_arg_end), "mm_struct.arg_end")?;
         if end < start {
             return Err(ExtractError::Invalid(format!(
                 "arg_end {end:#x} below arg_start {start:#x}"
             )));
         }
         let len = (end - start).min(MAX_CMDLINE) as usize;
-        let pgd = r.u64(mm + l.mm_pgd, "mm_struct.pgd")?;
+        let pgd = r.u64(mm.wrapping_add(l.mm_pgd), "mm_struct.pgd")?;
         let pgd_phys = self.kernel.translate(pgd).map_err(|source| ReadError::Virt {
             what: "mm_struct.pgd".into(),
             source,
@@ -275,10 +281,10 @@ impl<'a> KernelView<'a> {
         r.chain(first, l.next, "the file_systems chain")?
             .into_iter()
             .map(|fs| {
-                let name_ptr = r.u64(fs + l.name, "file_system_type.name")?;
+                let name_ptr = r.u64(fs.wrapping_add(l.name), "file_system_type.name")?;
                 Ok(FilesystemType {
                     name: r.c_string(name_ptr, 256, "file_system_type.name")?,
-                    nodev: r.u32(fs + l.fs_flags, "file_system_type.fs_flags")? & FS_REQUIRES_DEV == 0,
+                    nodev: r.u32(fs.wrapping_add(l.fs_flags), "file_system_type.fs_flags")? & FS_REQUIRES_DEV == 0,
                 })
             })
             .collect()
@@ -296,29 +302,34 @@ impl<'a> KernelView<'a> {
                         offsets,
                         size_in_layout,
                     } => offsets.iter().try_fold(0u64, |sum, off| {
-                        Ok::<_, ReadError>(sum + r.u32(m + off + size_in_layout, "module layout size")? as u64)
+                        Ok::<_, ReadError>(
+                            sum + r.u32(m.wrapping_add(off + size_in_layout), "module layout size")? as u64,
+                        )
                     })?,
                     ModuleSize::MemArray {
                         mem,
                         stride,
                         count,
                         size_in_mem,
-                    } => (0..*count).try_fold(0u64, |sum, i| {
+                    } => (0..(*count).min(MAX_MODULE_MEMS)).try_fold(0u64, |sum, i| {
                         Ok::<_, ReadError>(
-                            sum + r.u32(m + mem + i * stride + size_in_mem, "module_memory.size")? as u64,
+                            sum + r.u32(m.wrapping_add(mem + i * stride + size_in_mem), "module_memory.size")? as u64,
                         )
                     })?,
                 };
-                let state = match r.u32(m + l.state, "module.state")? {
+                let state = match r.u32(m.wrapping_add(l.state), "module.state")? {
                     0 => "Live",
                     1 => "Loading",
                     2 => "Unloading",
                     _ => "Unformed",
                 };
                 Ok(Module {
-                    name: r.inline_string(m + l.name, l.name_len as usize, "module.name")?,
+                    name: r.inline_string(m.wrapping_add(l.name), l.name_len as usize, "module.name")?,
                     size,
-                    refcount: l.refcnt.map(|off| r.i32(m + off, "module.refcnt")).transpose()?,
+                    refcount: l
+                        .refcnt
+                        .map(|off| r.i32(m.wrapping_add(off), "module.refcnt"))
+                        .transpose()?,
                     state: state.to_owned(),
                     address: m,
                 })
@@ -365,22 +376,25 @@ impl<'a> KernelView<'a> {
         let mut instances = vec![
             (
                 "all".to_owned(),
-                r.u64(init_net + net.ipv6_devconf_all, "init_net.ipv6.devconf_all")?,
+                r.u64(init_net.wrapping_add(net.ipv6_devconf_all), "init_net.ipv6.devconf_all")?,
             ),
             (
                 "default".to_owned(),
-                r.u64(init_net + net.ipv6_devconf_dflt, "init_net.ipv6.devconf_dflt")?,
+                r.u64(
+                    init_net.wrapping_add(net.ipv6_devconf_dflt),
+                    "init_net.ipv6.devconf_dflt",
+                )?,
             ),
         ];
         // Each interface with IPv6 carries its own copy inline in its inet6_dev.
         if let Ok(dev) = NetDevLayout::resolve(self.types) {
-            let head = init_net + dev.net_dev_base_head;
+            let head = init_net.wrapping_add(dev.net_dev_base_head);
             for nd in r.list(head, dev.dev_list, "init_net.dev_base_head")? {
-                let in6 = r.u64(nd + dev.ip6_ptr, "net_device.ip6_ptr")?;
+                let in6 = r.u64(nd.wrapping_add(dev.ip6_ptr), "net_device.ip6_ptr")?;
                 if in6 != 0 {
-                    let name = r.inline_string(nd + dev.name, dev.name_len as usize, "net_device.name")?;
+                    let name = r.inline_string(nd.wrapping_add(dev.name), dev.name_len as usize, "net_device.name")?;
                     // sysctl(8) spells a dot inside an interface name as a slash.
-                    instances.push((name.replace('.', "/"), in6 + dev.inet6_cnf));
+                    instances.push((name.replace('.', "/"), in6.wrapping_add(dev.inet6_cnf)));
                 }
             }
         }
@@ -403,22 +417,28 @@ impl<'a> KernelView<'a> {
     ) -> Result<Vec<(String, String)>> {
         const MAX_ENTRIES: u64 = 1024;
         let r = self.reader();
-        let end = self.symbols.next_after(table).unwrap_or(table + MAX_ENTRIES * l.stride);
+        if l.stride == 0 {
+            return Err(ExtractError::Invalid("struct ctl_table has size 0".into()));
+        }
+        let end = self
+            .symbols
+            .next_after(table)
+            .unwrap_or(table.saturating_add(MAX_ENTRIES.saturating_mul(l.stride)));
         let mut out = Vec::new();
         let mut entry = table;
-        while entry + l.stride <= end && (entry - table) / l.stride < MAX_ENTRIES {
-            let procname = r.u64(entry + l.procname, "ctl_table.procname")?;
+        while entry.checked_add(l.stride).is_some_and(|next| next <= end) && (entry - table) / l.stride < MAX_ENTRIES {
+            let procname = r.u64(entry.wrapping_add(l.procname), "ctl_table.procname")?;
             if procname == 0 {
                 break;
             }
             let name = r.c_string(procname, 128, "ctl_table.procname")?;
-            let mut data = r.u64(entry + l.data, "ctl_table.data")?;
-            let maxlen = r.i32(entry + l.maxlen, "ctl_table.maxlen")?;
-            let handler = r.u64(entry + l.proc_handler, "ctl_table.proc_handler")?;
+            let mut data = r.u64(entry.wrapping_add(l.data), "ctl_table.data")?;
+            let maxlen = r.i32(entry.wrapping_add(l.maxlen), "ctl_table.maxlen")?;
+            let handler = r.u64(entry.wrapping_add(l.proc_handler), "ctl_table.proc_handler")?;
             entry += l.stride;
             if let Some((template, instance)) = rebase {
                 match data.checked_sub(template) {
-                    Some(off) if off < 4096 => data = instance + off,
+                    Some(off) if off < 4096 => data = instance.wrapping_add(off),
                     _ => continue,
                 }
             }
@@ -438,8 +458,8 @@ impl<'a> KernelView<'a> {
         let l = TaskLayout::resolve(self.types)?;
         let r = self.reader();
         let init_task = self.symbol("init_task")?;
-        for task in r.list(init_task + l.tasks, l.tasks, "init_task.tasks")? {
-            if r.i32(task + l.pid, "task_struct.pid")? == pid {
+        for task in r.list(init_task.wrapping_add(l.tasks), l.tasks, "init_task.tasks")? {
+            if r.i32(task.wrapping_add(l.pid), "task_struct.pid")? == pid {
                 return Ok(task);
             }
         }
@@ -452,14 +472,22 @@ impl<'a> KernelView<'a> {
         let l = MountLayout::resolve(self.types)?;
         let r = self.reader();
         let init = self.find_task(1)?;
-        let fs = r.u64(init + l.task_fs, "task_struct.fs")?;
-        let root_mnt = r.u64(fs + l.fs_root + l.path_mnt, "fs_struct.root.mnt")?;
-        let root_dentry = r.u64(fs + l.fs_root + l.path_dentry, "fs_struct.root.dentry")?;
-        let nsproxy = r.u64(init + l.task_nsproxy, "task_struct.nsproxy")?;
-        let ns = r.u64(nsproxy + l.nsproxy_mnt_ns, "nsproxy.mnt_ns")?;
+        let fs = r.u64(init.wrapping_add(l.task_fs), "task_struct.fs")?;
+        let root_mnt = r.u64(
+            fs.wrapping_add(l.fs_root).wrapping_add(l.path_mnt),
+            "fs_struct.root.mnt",
+        )?;
+        let root_dentry = r.u64(
+            fs.wrapping_add(l.fs_root).wrapping_add(l.path_dentry),
+            "fs_struct.root.dentry",
+        )?;
+        let nsproxy = r.u64(init.wrapping_add(l.task_nsproxy), "task_struct.nsproxy")?;
+        let ns = r.u64(nsproxy.wrapping_add(l.nsproxy_mnt_ns), "nsproxy.mnt_ns")?;
         let mounts = match (l.ns_list, l.mount_list, l.ns_rbtree, l.mount_node) {
-            (Some(list), Some(link), _, _) => r.list(ns + list, link, "mnt_namespace.list")?,
-            (_, _, Some(tree), Some(node)) => self.rbtree(r.u64(ns + tree, "mnt_namespace.mounts")?, node)?,
+            (Some(list), Some(link), _, _) => r.list(ns.wrapping_add(list), link, "mnt_namespace.list")?,
+            (_, _, Some(tree), Some(node)) => {
+                self.rbtree(r.u64(ns.wrapping_add(tree), "mnt_namespace.mounts")?, node)?
+            }
             _ => {
                 return Err(ExtractError::Invalid(
                     "no way to enumerate mounts in this kernel".into(),
@@ -468,24 +496,24 @@ impl<'a> KernelView<'a> {
         };
         let mut out = Vec::new();
         for m in mounts {
-            let vfs = m + l.mount_mnt;
-            let mnt_root = r.u64(vfs + l.vfsmount_root, "vfsmount.mnt_root")?;
+            let vfs = m.wrapping_add(l.mount_mnt);
+            let mnt_root = r.u64(vfs.wrapping_add(l.vfsmount_root), "vfsmount.mnt_root")?;
             let Some(mountpoint) = self.prepend_path(&l, vfs, mnt_root, (root_mnt, root_dentry))? else {
                 continue; // outside init's root, as /proc/mounts skips it
             };
-            let sb = r.u64(vfs + l.vfsmount_sb, "vfsmount.mnt_sb")?;
-            let fs_type = r.u64(sb + l.sb_type, "super_block.s_type")?;
+            let sb = r.u64(vfs.wrapping_add(l.vfsmount_sb), "vfsmount.mnt_sb")?;
+            let fs_type = r.u64(sb.wrapping_add(l.sb_type), "super_block.s_type")?;
             let fstype = r.c_string(
-                r.u64(fs_type + l.fs_type_name, "file_system_type.name")?,
+                r.u64(fs_type.wrapping_add(l.fs_type_name), "file_system_type.name")?,
                 256,
                 "fs name",
             )?;
-            let devname = match r.u64(m + l.mount_devname, "mount.mnt_devname")? {
+            let devname = match r.u64(m.wrapping_add(l.mount_devname), "mount.mnt_devname")? {
                 0 => "none".to_owned(),
                 p => r.c_string(p, 4096, "mount.mnt_devname")?,
             };
-            let mnt_flags = r.u32(vfs + l.vfsmount_flags, "vfsmount.mnt_flags")?;
-            let sb_flags = r.u64(sb + l.sb_flags, "super_block.s_flags")?;
+            let mnt_flags = r.u32(vfs.wrapping_add(l.vfsmount_flags), "vfsmount.mnt_flags")?;
+            let sb_flags = r.u64(sb.wrapping_add(l.sb_flags), "super_block.s_flags")?;
             out.push(Mount {
                 device: mangle(&devname),
                 mountpoint: mangle(&mountpoint),
@@ -519,11 +547,11 @@ impl<'a> KernelView<'a> {
                     )));
                 }
                 stack.push(node);
-                node = r.u64(node + RB_LEFT, "rb_node.rb_left")?;
+                node = r.u64(node.wrapping_add(RB_LEFT), "rb_node.rb_left")?;
             }
             let Some(top) = stack.pop() else { break };
-            out.push(top - node_offset);
-            node = r.u64(top + RB_RIGHT, "rb_node.rb_right")?;
+            out.push(top.wrapping_sub(node_offset));
+            node = r.u64(top.wrapping_add(RB_RIGHT), "rb_node.rb_right")?;
         }
         Ok(out)
     }
@@ -539,19 +567,23 @@ impl<'a> KernelView<'a> {
                 names.reverse();
                 return Ok(Some(format!("/{}", names.join("/"))));
             }
-            let mnt_root = r.u64(vfs + l.vfsmount_root, "vfsmount.mnt_root")?;
-            let parent_dentry = r.u64(dentry + l.dentry_parent, "dentry.d_parent")?;
+            let mnt_root = r.u64(vfs.wrapping_add(l.vfsmount_root), "vfsmount.mnt_root")?;
+            let parent_dentry = r.u64(dentry.wrapping_add(l.dentry_parent), "dentry.d_parent")?;
             if dentry == mnt_root || parent_dentry == dentry {
-                let mount = vfs - l.mount_mnt;
-                let parent = r.u64(mount + l.mount_parent, "mount.mnt_parent")?;
+                let mount = vfs.wrapping_sub(l.mount_mnt);
+                let parent = r.u64(mount.wrapping_add(l.mount_parent), "mount.mnt_parent")?;
                 if parent == mount {
                     return Ok(None);
                 }
-                dentry = r.u64(mount + l.mount_mountpoint, "mount.mnt_mountpoint")?;
-                vfs = parent + l.mount_mnt;
+                dentry = r.u64(mount.wrapping_add(l.mount_mountpoint), "mount.mnt_mountpoint")?;
+                vfs = parent.wrapping_add(l.mount_mnt);
                 continue;
             }
-            let name = r.c_string(r.u64(dentry + l.dentry_name, "dentry.d_name.name")?, 256, "dentry name")?;
+            let name = r.c_string(
+                r.u64(dentry.wrapping_add(l.dentry_name), "dentry.d_name.name")?,
+                256,
+                "dentry name",
+            )?;
             names.push(name);
             dentry = parent_dentry;
         }
@@ -564,13 +596,13 @@ impl<'a> KernelView<'a> {
     pub fn interfaces(&self) -> Result<Vec<Interface>> {
         let l = NetDevLayout::resolve(self.types)?;
         let r = self.reader();
-        let head = self.symbol("init_net")? + l.net_dev_base_head;
+        let head = self.symbol("init_net")?.wrapping_add(l.net_dev_base_head);
         r.list(head, l.dev_list, "init_net.dev_base_head")?
             .into_iter()
             .map(|dev| {
-                let name = r.inline_string(dev + l.name, l.name_len as usize, "net_device.name")?;
-                let addr_len = r.bytes(dev + l.addr_len, 1, "net_device.addr_len")?[0] as usize;
-                let dev_addr = r.u64(dev + l.dev_addr, "net_device.dev_addr")?;
+                let name = r.inline_string(dev.wrapping_add(l.name), l.name_len as usize, "net_device.name")?;
+                let addr_len = r.bytes(dev.wrapping_add(l.addr_len), 1, "net_device.addr_len")?[0] as usize;
+                let dev_addr = r.u64(dev.wrapping_add(l.dev_addr), "net_device.dev_addr")?;
                 let mac = if addr_len == 0 || dev_addr == 0 {
                     None
                 } else {
@@ -578,21 +610,25 @@ impl<'a> KernelView<'a> {
                     Some(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"))
                 };
                 let mut ipv4 = Vec::new();
-                let in_dev = r.u64(dev + l.ip_ptr, "net_device.ip_ptr")?;
+                let in_dev = r.u64(dev.wrapping_add(l.ip_ptr), "net_device.ip_ptr")?;
                 if in_dev != 0 {
-                    let first = r.u64(in_dev + l.in_dev_ifa_list, "in_device.ifa_list")?;
+                    let first = r.u64(in_dev.wrapping_add(l.in_dev_ifa_list), "in_device.ifa_list")?;
                     for ifa in r.chain(first, l.ifa_next, "in_device.ifa_list")? {
-                        let a = r.bytes(ifa + l.ifa_local, 4, "in_ifaddr.ifa_local")?;
-                        let len = r.bytes(ifa + l.ifa_prefixlen, 1, "in_ifaddr.ifa_prefixlen")?[0];
+                        let a = r.bytes(ifa.wrapping_add(l.ifa_local), 4, "in_ifaddr.ifa_local")?;
+                        let len = r.bytes(ifa.wrapping_add(l.ifa_prefixlen), 1, "in_ifaddr.ifa_prefixlen")?[0];
                         ipv4.push(format!("{}.{}.{}.{}/{len}", a[0], a[1], a[2], a[3]));
                     }
                 }
                 let mut ipv6 = Vec::new();
-                let in6_dev = r.u64(dev + l.ip6_ptr, "net_device.ip6_ptr")?;
+                let in6_dev = r.u64(dev.wrapping_add(l.ip6_ptr), "net_device.ip6_ptr")?;
                 if in6_dev != 0 {
-                    for ifa in r.list(in6_dev + l.inet6_addr_list, l.ifa6_if_list, "inet6_dev.addr_list")? {
-                        let a = r.bytes(ifa + l.ifa6_addr, 16, "inet6_ifaddr.addr")?;
-                        let len = r.u32(ifa + l.ifa6_prefix_len, "inet6_ifaddr.prefix_len")?;
+                    for ifa in r.list(
+                        in6_dev.wrapping_add(l.inet6_addr_list),
+                        l.ifa6_if_list,
+                        "inet6_dev.addr_list",
+                    )? {
+                        let a = r.bytes(ifa.wrapping_add(l.ifa6_addr), 16, "inet6_ifaddr.addr")?;
+                        let len = r.u32(ifa.wrapping_add(l.ifa6_prefix_len), "inet6_ifaddr.prefix_len")?;
                         let addr = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(a.as_slice()).unwrap_or([0; 16]));
                         ipv6.push(format!("{addr}/{len}"));
                     }
@@ -746,6 +782,129 @@ fn split_args(bytes: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linux::reader::tests::FlatMemory;
+
+    /// A compact fixed layout and symbol table for walks over crafted memory (the layout of
+    /// the `kernel_walk` fuzz target, cut to what the tests need).
+    struct Fixed;
+
+    const BASE: u64 = 0xffff_8880_0000_0000;
+
+    impl TypeInfo for Fixed {
+        fn member_offset(&self, ty: &str, member: &str) -> Option<u64> {
+            Some(match (ty, member) {
+                ("task_struct", "tasks") => 0,
+                ("task_struct", "pid") => 0x10,
+                ("task_struct", "tgid") => 0x14,
+                ("task_struct", "comm") => 0x18,
+                ("task_struct", "real_parent") => 0x28,
+                ("task_struct", "real_cred") => 0x30,
+                ("task_struct", "mm") => 0x38,
+                ("task_struct", "flags") => 0x40,
+                ("task_struct", "__state") => 0x44,
+                ("task_struct", "exit_state") => 0x58,
+                ("task_struct", "worker_private") => 0x60,
+                ("cred", "uid") => 4,
+                ("cred", "gid") => 8,
+                ("mm_struct", "arg_start") => 0,
+                ("mm_struct", "arg_end") => 8,
+                ("mm_struct", "pgd") => 0x10,
+                ("kthread", "full_name") => 0,
+                ("kthread", "data") => 8,
+                ("worker", "desc") => 0,
+                ("worker", "current_work") => 0x18,
+                ("ctl_table", "procname") => 0,
+                ("ctl_table", "data") => 8,
+                ("ctl_table", "maxlen") => 0x10,
+                ("ctl_table", "proc_handler") => 0x18,
+                _ => return None,
+            })
+        }
+
+        fn struct_size(&self, ty: &str) -> Option<u64> {
+            // A hostile type source (BTF carved from guest RAM) can say anything: size 0 here.
+            (ty == "ctl_table").then_some(0)
+        }
+
+        fn member_size(&self, ty: &str, member: &str) -> Option<u64> {
+            match (ty, member) {
+                ("task_struct", "comm") => Some(16),
+                ("worker", "desc") => Some(24),
+                _ => None,
+            }
+        }
+    }
+
+    impl SymbolLookup for Fixed {
+        fn address(&self, name: &str) -> Option<u64> {
+            match name {
+                "init_task" => Some(BASE),
+                "kern_table" => Some(BASE + 0x100),
+                _ => None,
+            }
+        }
+
+        fn name_at(&self, _: u64) -> Option<String> {
+            None
+        }
+
+        fn next_after(&self, _: u64) -> Option<u64> {
+            None
+        }
+    }
+
+    fn view<'a>(mem: &'a FlatMemory, no_user: &'a UserSpaceFactory<'a>) -> KernelView<'a> {
+        KernelView {
+            kernel: mem,
+            symbols: &Fixed,
+            types: &Fixed,
+            user_space: no_user,
+        }
+    }
+
+    /// Found by the `kernel_walk` fuzz target: guest pointers near the top of the address
+    /// space plus a member offset overflowed (a panic in debug builds, a silently wrong
+    /// address in release). Every such pointer must just make that read fail.
+    #[test]
+    fn pointers_at_the_top_of_the_address_space_do_not_overflow() {
+        let mut mem = FlatMemory {
+            base: BASE,
+            bytes: vec![0; 0x1000],
+        };
+        let task = BASE + 0x200;
+        mem.put_u64(BASE, task); // init_task.tasks -> task -> init_task
+        mem.put_u64(task, BASE);
+        mem.put_u64(task + 0x40, u64::from(PF_KTHREAD | PF_WQ_WORKER));
+        mem.put_u64(task + 0x28, u64::MAX - 8); // real_parent
+        mem.put_u64(task + 0x30, u64::MAX - 2); // real_cred
+        mem.put_u64(task + 0x60, u64::MAX - 4); // worker_private: the fuzzer's finding
+        let (tasks, warnings) = view(&mem, &|_| None).tasks("6.1.0").unwrap();
+        assert!(tasks.is_empty());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        // With a readable kthread and worker, the parent and cred pointers are next.
+        mem.put_u64(task + 0x60, BASE + 0x400);
+        mem.put_u64(BASE + 0x408, BASE + 0x800); // kthread.data -> worker
+        mem.put_u64(BASE + 0x800, 0x41); // worker.desc = "A"
+        let (tasks, warnings) = view(&mem, &|_| None).tasks("6.1.0").unwrap();
+        assert!(tasks.is_empty() && warnings.len() == 1, "{tasks:?} {warnings:?}");
+        mem.put_u64(task + 0x28, 0); // no parent: the cred pointer fails
+        let (tasks, warnings) = view(&mem, &|_| None).tasks("6.1.0").unwrap();
+        assert!(
+            tasks.is_empty() && warnings[0].contains("cred"),
+            "{tasks:?} {warnings:?}"
+        );
+    }
+
+    /// A type source claiming `struct ctl_table` has size 0 divided by zero.
+    #[test]
+    fn zero_sized_ctl_table_is_an_error() {
+        let mem = FlatMemory {
+            base: BASE,
+            bytes: vec![0; 0x1000],
+        };
+        let (_, warnings) = view(&mem, &|_| None).sysctls().unwrap();
+        assert!(warnings.iter().any(|w| w.contains("size 0")), "{warnings:?}");
+    }
 
     #[test]
     fn state_letters_follow_task_state_index() {

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use super::extract::{ExtractError, KernelView, SymbolLookup};
-use super::layout::TypeInfo;
+use super::layout::{TypeInfo, layout_differences};
 use super::snapshot::{Domain, GuestSnapshot, KernelInfo, Profile, SNAPSHOT_SCHEMA, Source, Uts};
 use crate::btf::{Btf, find_kernel_btf};
+use crate::isf::Isf;
 use crate::kallsyms::{KallsymsOptions, Symbols, carve_kallsyms, compare_symbols, kallsyms_from_vmcoreinfo};
 use crate::kernel_map::{DEFAULT_KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
 use crate::memory::PhysMemory;
@@ -52,6 +53,9 @@ pub struct ProfileFiles {
     pub system_map: Option<(String, Symbols)>,
     /// BTF from a kernel image file (`KernelImage::btf`) and where it came from.
     pub btf: Option<(String, Btf)>,
+    /// A Volatility 3 ISF (`Isf::open`) and where it came from: types and symbols, where
+    /// `btf` and `system_map` do not give them. Its banner must be the running kernel's.
+    pub isf: Option<(String, Isf)>,
 }
 
 impl SymbolLookup for Symbols {
@@ -130,8 +134,8 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
 
     let (symbols, symbols_from) = symbols(mem, &kernel, vmcoreinfo.as_ref(), &release_hint, files, &mut warnings)?;
     let in_ram = btf_in_ram(mem, &kernel, &symbols);
-    let (types, types_from): (&dyn TypeInfo, String) = match (&files.btf, &in_ram) {
-        (Some((label, given)), Some((where_, btf))) => {
+    let (types, types_from): (&dyn TypeInfo, String) = match (&files.btf, &files.isf, &in_ram) {
+        (Some((label, given)), _, Some((where_, btf))) => {
             if given.bytes() != btf.bytes() {
                 return Err(InspectError::ProfileMismatch {
                     path,
@@ -142,9 +146,26 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
             }
             (given, format!("{label} (identical to the {where_})"))
         }
-        (Some((label, given)), None) => (given, label.clone()),
-        (None, Some((where_, btf))) => (btf, where_.clone()),
-        (None, None) => {
+        (Some((label, given)), _, None) => (given, label.clone()),
+        (None, Some((label, isf)), None) => (isf, format!("ISF {label}")),
+        (None, Some((label, isf)), Some((where_, btf))) => {
+            let differences = layout_differences(btf, isf);
+            if !differences.is_empty() {
+                return Err(InspectError::ProfileMismatch {
+                    path,
+                    what: "ISF",
+                    release: release_hint,
+                    detail: format!(
+                        "{} of its layouts differ from the {where_}: {}",
+                        differences.len(),
+                        differences.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+                    ),
+                });
+            }
+            (isf, format!("ISF {label} (layouts agree with the {where_})"))
+        }
+        (None, None, Some((where_, btf))) => (btf, where_.clone()),
+        (None, None, None) => {
             return Err(InspectError::NoTypes {
                 path,
                 reason: "no .BTF section in RAM (a kernel built without CONFIG_DEBUG_INFO_BTF?); give --kernel \
@@ -321,7 +342,12 @@ fn symbols(
             .map(|k| (k.symbols, "kallsyms in RAM, carved by signature".to_owned()))
         }
     };
-    let Some((label, map)) = &files.system_map else {
+    let given = match (&files.system_map, &files.isf) {
+        (Some((label, map)), _) => Some((label.clone(), map, "System.map")),
+        (None, Some((label, isf))) => Some((format!("ISF {label}"), isf.symbols(), "ISF")),
+        (None, None) => None,
+    };
+    let Some((label, map, what)) = given else {
         return decoded.map_err(|e| InspectError::NoSymbols {
             path,
             reason: format!("{e}; give --system-map with the kernel's real System.map"),
@@ -343,17 +369,21 @@ fn symbols(
     };
     let relocated = map.relocated(runtime_text).map_err(|e| InspectError::ProfileMismatch {
         path: path.clone(),
-        what: "System.map",
+        what,
         release: release.to_owned(),
         detail: e.to_string(),
     })?;
+    if let Some((_, isf)) = &files.isf {
+        let decoded = decoded.as_ref().ok().map(|(s, _)| s);
+        check_isf_banner(kernel, isf, decoded, &relocated, &path, release)?;
+    }
     if let Ok((decoded, _)) = &decoded {
         let sample = decoded.sample_names(CROSS_CHECK_SAMPLE);
         if let Err(mismatches) = compare_symbols(decoded, &relocated, &sample) {
             let first: Vec<String> = mismatches.iter().take(3).map(|m| m.to_string()).collect();
             return Err(InspectError::ProfileMismatch {
                 path,
-                what: "System.map",
+                what,
                 release: release.to_owned(),
                 detail: format!(
                     "{} of {} sampled symbols differ from the kernel's own kallsyms (e.g. {})",
@@ -368,6 +398,50 @@ fn symbols(
         relocated,
         format!("{label} (relocated by {:#x})", runtime_text.wrapping_sub(DEFAULT_TEXT)),
     ))
+}
+
+/// An ISF names the kernel it was made for by its banner (Volatility picks ISFs that way):
+/// it must be the banner in memory, found through the kernel's own kallsyms when decoded,
+/// else at the ISF's own (relocated) `linux_banner`.
+fn check_isf_banner(
+    kernel: &AddressSpace,
+    isf: &Isf,
+    decoded: Option<&Symbols>,
+    relocated: &Symbols,
+    path: &str,
+    release: &str,
+) -> Result<(), InspectError> {
+    let Some(expected) = isf.banner() else {
+        return Ok(());
+    };
+    let mismatch = |detail: String| InspectError::ProfileMismatch {
+        path: path.to_owned(),
+        what: "ISF",
+        release: release.to_owned(),
+        detail,
+    };
+    let at = decoded
+        .and_then(|d| d.address_of("linux_banner"))
+        .or_else(|| relocated.address_of("linux_banner"))
+        .ok_or_else(|| {
+            mismatch(format!(
+                "it was made for {expected:?}, but no symbols locate linux_banner"
+            ))
+        })?;
+    let found = super::reader::KernelReader::new(kernel)
+        .c_string(at, 1024, "linux_banner")
+        .map_err(|e| {
+            mismatch(format!(
+                "it was made for {expected:?}, but the banner in memory is unreadable: {e}"
+            ))
+        })?;
+    let found = found.trim_end_matches('\n');
+    if found != expected {
+        return Err(mismatch(format!(
+            "it was made for {expected:?}, but the banner in memory is {found:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// The kernel's own `.BTF`: read between the `__start_BTF`/`__stop_BTF` symbols when the

@@ -418,3 +418,67 @@ impl NetDevLayout {
         })
     }
 }
+
+/// Records every question the layouts ask, answering from `inner`.
+struct Recorder<'a> {
+    inner: &'a dyn TypeInfo,
+    asked: std::cell::RefCell<Vec<(&'static str, String, String)>>,
+}
+
+impl TypeInfo for Recorder<'_> {
+    fn member_offset(&self, ty: &str, member: &str) -> Option<u64> {
+        self.asked
+            .borrow_mut()
+            .push(("offset", ty.to_owned(), member.to_owned()));
+        self.inner.member_offset(ty, member)
+    }
+
+    fn struct_size(&self, ty: &str) -> Option<u64> {
+        self.asked.borrow_mut().push(("size", ty.to_owned(), String::new()));
+        self.inner.struct_size(ty)
+    }
+
+    fn member_size(&self, ty: &str, member: &str) -> Option<u64> {
+        self.asked
+            .borrow_mut()
+            .push(("member size", ty.to_owned(), member.to_owned()));
+        self.inner.member_size(ty, member)
+    }
+}
+
+/// Where `given` answers differently from `reference` for any layout the snapshot uses, as
+/// readable lines (`task_struct.pid: offset 2424, kernel has 2416`). Empty when they agree.
+pub fn layout_differences(reference: &dyn TypeInfo, given: &dyn TypeInfo) -> Vec<String> {
+    let recorder = Recorder {
+        inner: reference,
+        asked: Default::default(),
+    };
+    // Asked of the kernel's own types, these are exactly the questions the walk will ask.
+    let _ = UtsLayout::resolve(&recorder);
+    let _ = TaskLayout::resolve(&recorder);
+    let _ = FsTypeLayout::resolve(&recorder);
+    let _ = ModuleLayout::resolve(&recorder);
+    let _ = CtlTableLayout::resolve(&recorder);
+    let _ = NetConfLayout::resolve(&recorder);
+    let _ = MountLayout::resolve(&recorder);
+    let _ = NetDevLayout::resolve(&recorder);
+    let show = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+    recorder
+        .asked
+        .into_inner()
+        .into_iter()
+        .filter_map(|(what, ty, member)| {
+            let (want, got) = match what {
+                "offset" => (reference.member_offset(&ty, &member), given.member_offset(&ty, &member)),
+                "size" => (reference.struct_size(&ty), given.struct_size(&ty)),
+                _ => (reference.member_size(&ty, &member), given.member_size(&ty, &member)),
+            };
+            let name = if member.is_empty() {
+                ty
+            } else {
+                format!("{ty}.{member}")
+            };
+            (want != got).then(|| format!("{name}: {what} {}, kernel has {}", show(got), show(want)))
+        })
+        .collect()
+}
