@@ -9,6 +9,7 @@
 //!   names the script, never a skip — except in quick mode (`DORMOUSE_QUICK=1`), documented in
 //!   README.md, where such tests skip loudly.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -29,7 +30,10 @@ pub fn xen_fixtures(test: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         return Some(dir);
     }
-    eprintln!(
+    // The real stderr, not eprintln!: the test harness swallows a passing test's output, and a
+    // skip must not pass for a run.
+    let _ = writeln!(
+        std::io::stderr(),
         "\n!!! SKIPPED {test}: real Xen fixtures not found at {} — set DORMOUSE_FIXTURES to the \
          shared fixtures directory (CI always has them)\n",
         dir.display()
@@ -91,7 +95,8 @@ pub fn testbed(test: &str) -> Option<Testbed> {
     let text = match std::fs::read_to_string(&manifest) {
         Ok(text) => text,
         Err(e) if quick_mode() => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n",
                 manifest.display()
             );

@@ -2,58 +2,19 @@
 
 #![allow(dead_code)] // each test binary uses a different subset of these helpers
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use introspect::PhysMemory;
 
 /// The fixtures directory, or `None` (after a loud message) when it is missing.
 pub fn fixtures() -> Option<PathBuf> {
-    let dir = match std::env::var_os("DORMOUSE_FIXTURES") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"),
-    };
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        // Written to the real stderr: the test harness captures `eprintln!` of passing tests,
-        // and a skip must not look like a pass.
-        let _ = writeln!(
-            std::io::stderr(),
-            "\n*** SKIPPED: real Xen fixtures not found at {}; set DORMOUSE_FIXTURES ***\n",
-            dir.display()
-        );
-        None
-    }
+    dormouse_tests::xen_fixtures("introspect")
 }
 
 /// Path of fixture `rel` (e.g. `xen-pv-a/domU-A.save`), decompressed from `rel.zst` into the
-/// cache on first use. Concurrent tests race benignly: each writes its own temporary file and
-/// renames it into place.
+/// cache on first use.
 pub fn decompressed(fixtures: &Path, rel: &str) -> PathBuf {
-    let cache = std::env::var_os("DORMOUSE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/dormouse"))
-        .join("fixtures-decompressed");
-    let out = cache.join(rel);
-    if out.is_file() {
-        return out;
-    }
-    std::fs::create_dir_all(out.parent().expect("fixture path has a parent"))
-        .expect("create the fixture cache directory");
-    let tmp = out.with_extension(format!("tmp.{}", std::process::id()));
-    let src = fixtures.join(format!("{rel}.zst"));
-    let status = Command::new("zstd")
-        .args(["-q", "-f", "-d", "--long=27"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&tmp)
-        .status()
-        .expect("run zstd (install the zstd package)");
-    assert!(status.success(), "zstd failed on {}", src.display());
-    std::fs::rename(&tmp, &out).expect("move the decompressed fixture into place");
-    out
+    dormouse_tests::decompressed(fixtures, rel)
 }
 
 pub fn json(path: &Path) -> serde_json::Value {
@@ -134,35 +95,10 @@ pub fn summary(path: &Path) -> Summary {
     out
 }
 
-/// The test bed's QEMU memory-dump directory (`dump.elf`, `ground-truth.json`, ...). Missing
-/// is a failure naming the script that builds it, except in quick mode (`DORMOUSE_QUICK=1`),
-/// where the test skips loudly.
+/// The test bed's QEMU memory-dump directory (`dump.elf`, `ground-truth.json`, ...): see
+/// `dormouse_tests::testbed` for when a missing test bed fails and when it skips.
 pub fn testbed_memdump(test: &str) -> Option<PathBuf> {
-    let cache = std::env::var_os("DORMOUSE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/dormouse")
-        });
-    let manifest = cache.join("testbed.json");
-    let text = match std::fs::read_to_string(&manifest) {
-        Ok(text) => text,
-        Err(e) if std::env::var_os("DORMOUSE_QUICK").is_some_and(|v| v == "1") => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n!!! SKIPPED {test} (DORMOUSE_QUICK=1): no test bed at {}: {e}\n",
-                manifest.display()
-            );
-            return None;
-        }
-        Err(e) => panic!(
-            "{test}: the test bed is missing ({}: {e}). Build it with `scripts/make-fixtures` as root \
-             (scripts/test does this), or set DORMOUSE_CACHE to where it was built.",
-            manifest.display()
-        ),
-    };
-    let testbed: serde_json::Value = serde_json::from_str(&text)
-        .unwrap_or_else(|e| panic!("{}: {e}; rerun scripts/make-fixtures", manifest.display()));
-    let dir = PathBuf::from(testbed["memdump"]["dir"].as_str().expect("testbed.json: memdump.dir"));
+    let dir = dormouse_tests::testbed(test)?.memdump.dir;
     assert!(
         dir.join("dump.elf").is_file(),
         "{}/dump.elf is missing; rerun scripts/make-fixtures",
