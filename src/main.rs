@@ -239,9 +239,11 @@ fn print_summary(s: &GuestSnapshot) {
     println!("kernel:     {} {}", s.kernel.release, s.kernel.version);
     println!("cmdline:    {}", s.kernel.cmdline.as_deref().unwrap_or("?"));
     println!(
-        "kaslr:      offset {:#x}, page_offset_base {}",
+        "kaslr:      virtual offset {:#x}, physical offset {}, page_offset_base {}, page tables at {:#x}",
         s.kernel.kaslr_offset,
-        s.kernel.page_offset_base.map_or("?".into(), |b| format!("{b:#x}"))
+        s.kernel.kaslr_phys_offset.map_or("?".into(), |o| format!("{o:#x}")),
+        s.kernel.page_offset_base.map_or("?".into(), |b| format!("{b:#x}")),
+        s.kernel.page_table_root
     );
     println!("symbols:    {}", s.kernel.profile.symbols);
     println!("types:      {}", s.kernel.profile.types);

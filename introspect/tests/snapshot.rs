@@ -244,12 +244,27 @@ fn fixtures_from_the_image_alone() {
             s.kernel.profile.types
         );
         check(&case, &s);
+        if case.name.starts_with("xen-pv") {
+            assert_eq!(
+                s.kernel.kaslr_phys_offset,
+                Some(0),
+                "{}: PV kernels load at 16 MiB",
+                case.name
+            );
+        }
         if let Some(kaslr) = case.truth.get("kaslr") {
             let text = common::hex(&kaslr["runtime_symbols"]["_text"]);
             assert_eq!(
                 s.kernel.kaslr_offset,
                 text - 0xffff_ffff_8100_0000,
                 "{}: KASLR offset",
+                case.name
+            );
+            let phys_shift = common::hex(&kaslr["phys_load_offset_from_default"]);
+            assert_eq!(
+                s.kernel.kaslr_phys_offset,
+                Some(phys_shift as i64),
+                "{}: physical KASLR offset",
                 case.name
             );
         }

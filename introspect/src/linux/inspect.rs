@@ -17,6 +17,8 @@ use crate::vmcoreinfo::{LocatedVmcoreinfo, load_vmcoreinfo, release_version};
 
 /// Where x86-64 kernels are linked to run when KASLR does not move them.
 const DEFAULT_TEXT: u64 = 0xffff_ffff_8100_0000;
+/// Where they are linked to load in physical memory (`CONFIG_PHYSICAL_START`).
+const PHYSICAL_START: u64 = 0x100_0000;
 /// Symbols compared when two symbol sources are available.
 const CROSS_CHECK_SAMPLE: usize = 64;
 
@@ -255,6 +257,11 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
             banner,
             cmdline,
             kaslr_offset,
+            kaslr_phys_offset: symbols
+                .address_of("_text")
+                .and_then(|text| kernel.translate(text).ok())
+                .map(|phys| phys.wrapping_sub(PHYSICAL_START) as i64),
+            page_table_root: root.root_pfn << 12,
             page_offset_base,
             profile: Profile {
                 symbols: symbols_from,

@@ -55,6 +55,11 @@ pub struct KernelInfo {
     pub cmdline: Option<String>,
     /// KASLR shift of the kernel image's virtual addresses (0 when KASLR is off).
     pub kaslr_offset: u64,
+    /// Shift of the kernel image's physical load address from where it was linked to load
+    /// (`CONFIG_PHYSICAL_START`, 16 MiB on x86-64); `None` when `_text` is not mapped.
+    pub kaslr_phys_offset: Option<i64>,
+    /// Guest-physical address of the kernel's top-level page table (from the saved CR3).
+    pub page_table_root: u64,
     pub page_offset_base: Option<u64>,
     pub profile: Profile,
 }
