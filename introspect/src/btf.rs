@@ -908,6 +908,13 @@ impl crate::linux::TypeInfo for Btf {
     fn member_size(&self, ty: &str, member: &str) -> Option<u64> {
         self.size_of(self.member(ty, member).ok()?.type_id).ok()
     }
+
+    fn enum_value(&self, ty: &str, name: &str) -> Option<i128> {
+        if ty.is_empty() {
+            return self.enum_value(name).ok().map(|(_, v)| v);
+        }
+        self.enum_value_in(ty, name).ok()
+    }
 }
 
 /// The kernel's BTF found in a memory image.

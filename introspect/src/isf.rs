@@ -164,6 +164,8 @@ struct RawType {
 #[derive(Deserialize)]
 struct RawEnum {
     size: u64,
+    #[serde(default)]
+    constants: HashMap<String, i128>,
 }
 
 #[derive(Deserialize)]
@@ -229,6 +231,8 @@ pub struct Isf {
     base_types: HashMap<String, u64>,
     user_types: HashMap<String, UserType>,
     enums: HashMap<String, u64>,
+    /// Enumerator values by (enum, enumerator).
+    constants: HashMap<(String, String), i128>,
     pointer_size: u64,
     symbols: Symbols,
     banner: Option<String>,
@@ -330,8 +334,10 @@ impl Isf {
             base_types.insert(name, size);
         }
         let mut enums = HashMap::with_capacity(raw.enums.len());
+        let mut constants = HashMap::new();
         for (name, e) in raw.enums {
             let size = sized(format!("enums.{name}.size"), e.size)?;
+            constants.extend(e.constants.into_iter().map(|(c, v)| ((name.clone(), c), v)));
             enums.insert(name, size);
         }
         let mut user_types = HashMap::with_capacity(raw.user_types.len());
@@ -396,6 +402,7 @@ impl Isf {
             base_types,
             user_types,
             enums,
+            constants,
             pointer_size,
             symbols,
             banner,
@@ -512,6 +519,17 @@ impl TypeInfo for Isf {
 
     fn member_size(&self, ty: &str, member: &str) -> Option<u64> {
         self.size_of(self.member(ty, member)?.1)
+    }
+
+    fn enum_value(&self, ty: &str, name: &str) -> Option<i128> {
+        if !ty.is_empty() {
+            return self.constants.get(&(ty.to_owned(), name.to_owned())).copied();
+        }
+        // Anonymous enums carry made-up names here; an enumerator defined with different
+        // values in several enums is ambiguous, so it is not known.
+        let mut values = self.constants.iter().filter(|((_, n), _)| n == name).map(|(_, v)| *v);
+        let first = values.next()?;
+        values.all(|v| v == first).then_some(first)
     }
 }
 

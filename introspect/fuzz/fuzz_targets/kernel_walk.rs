@@ -216,6 +216,9 @@ impl TypeInfo for Types {
     fn member_size(&self, ty: &str, member: &str) -> Option<u64> {
         self.find(ty, member).map(|(_, size)| size)
     }
+    fn enum_value(&self, _: &str, _: &str) -> Option<i128> {
+        None
+    }
 }
 
 fuzz_target!(|data: &[u8]| {

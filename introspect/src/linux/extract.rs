@@ -11,6 +11,7 @@ use super::layout::{
     CtlTableLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout, ModuleSize, MountLayout, NetConfLayout,
     NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
 };
+use super::proc_task::DetailContext;
 use super::reader::{KernelReader, ReadError};
 use super::snapshot::{FilesystemType, Interface, Module, Mount, Task, Uts};
 use crate::virt::VirtualMemory;
@@ -61,11 +62,11 @@ const FS_REQUIRES_DEV: u32 = 1;
 const MAX_MODULE_MEMS: u64 = 16;
 
 impl<'a> KernelView<'a> {
-    fn reader(&self) -> KernelReader<'a> {
+    pub(super) fn reader(&self) -> KernelReader<'a> {
         KernelReader::new(self.kernel)
     }
 
-    fn symbol(&self, name: &str) -> Result<u64> {
+    pub(super) fn symbol(&self, name: &str) -> Result<u64> {
         self.symbols
             .address(name)
             .ok_or_else(|| ExtractError::NoSymbol(name.to_owned()))
@@ -127,20 +128,28 @@ impl<'a> KernelView<'a> {
         let init_task = self.symbol("init_task")?;
         let frozen_bit = task_frozen_bit(release);
         let mut warnings = Vec::new();
+        let detail = self
+            .detail_context()
+            .map_err(|e| warnings.push(format!("task details (/proc/PID/stat, status): {e}")))
+            .ok();
         let mut tasks = Vec::new();
         for task in r.list(init_task.wrapping_add(l.tasks), l.tasks, "init_task.tasks")? {
-            match self.task(&l, task, frozen_bit) {
-                Ok((t, warning)) => {
-                    warnings.extend(warning);
-                    tasks.push(t);
-                }
+            match self.task(&l, detail.as_ref(), task, frozen_bit, &mut warnings) {
+                Ok(t) => tasks.push(t),
                 Err(e) => warnings.push(format!("task_struct at {task:#x} skipped: {e}")),
             }
         }
         Ok((tasks, warnings))
     }
 
-    fn task(&self, l: &TaskLayout, task: u64, frozen_bit: Option<u32>) -> Result<(Task, Option<String>)> {
+    fn task(
+        &self,
+        l: &TaskLayout,
+        detail: Option<&DetailContext>,
+        task: u64,
+        frozen_bit: Option<u32>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Task> {
         let r = self.reader();
         let pid = r.i32(task.wrapping_add(l.pid), "task_struct.pid")?;
         let tgid = r.i32(task.wrapping_add(l.tgid), "task_struct.tgid")?;
@@ -166,28 +175,30 @@ impl<'a> KernelView<'a> {
         let exit_state = r.u32(task.wrapping_add(l.exit_state), "task_struct.exit_state")?;
         let kernel_thread = flags & PF_KTHREAD != 0;
         let mm = r.u64(task.wrapping_add(l.mm), "task_struct.mm")?;
-        let (cmdline, warning) = if mm == 0 {
-            (Some(Vec::new()), None)
+        let cmdline = if mm == 0 {
+            Some(Vec::new())
         } else {
-            match self.user_cmdline(l, mm) {
-                Ok(args) => (Some(args), None),
-                Err(e) => (None, Some(format!("pid {pid} ({comm}): command line unavailable: {e}"))),
-            }
+            self.user_cmdline(l, mm)
+                .map_err(|e| warnings.push(format!("pid {pid} ({comm}): command line unavailable: {e}")))
+                .ok()
         };
-        Ok((
-            Task {
-                pid,
-                tgid,
-                ppid,
-                uid,
-                gid,
-                state: state_letter(state, exit_state),
-                comm,
-                kernel_thread,
-                cmdline,
-            },
-            warning,
-        ))
+        let detail = detail.and_then(|c| {
+            self.task_detail(c, l, task, flags, mm, warnings)
+                .map_err(|e| warnings.push(format!("pid {pid} ({comm}): stat/status detail unavailable: {e}")))
+                .ok()
+        });
+        Ok(Task {
+            pid,
+            tgid,
+            ppid,
+            uid,
+            gid,
+            state: state_letter(state, exit_state),
+            comm,
+            kernel_thread,
+            cmdline,
+            detail,
+        })
     }
 
     /// The name `/proc/PID/stat` and `status` show for a kernel thread: a workqueue worker's
@@ -454,7 +465,7 @@ impl<'a> KernelView<'a> {
     }
 
     /// The `task_struct` of `pid` (a thread-group leader).
-    fn find_task(&self, pid: i32) -> Result<u64> {
+    pub(super) fn find_task(&self, pid: i32) -> Result<u64> {
         let l = TaskLayout::resolve(self.types)?;
         let r = self.reader();
         let init_task = self.symbol("init_task")?;
@@ -466,10 +477,8 @@ impl<'a> KernelView<'a> {
         Err(ExtractError::Invalid(format!("no task with pid {pid}")))
     }
 
-    /// `/proc/1/mounts`: the mounts of init's namespace that are visible from its root, in
-    /// namespace order, with the generic options (fs-specific ones need the driver's code).
-    pub fn mounts(&self) -> Result<Vec<Mount>> {
-        let l = MountLayout::resolve(self.types)?;
+    /// Init's root directory as (vfsmount, dentry): the root guest paths are shown from.
+    pub(super) fn init_root(&self, l: &MountLayout) -> Result<(u64, u64)> {
         let r = self.reader();
         let init = self.find_task(1)?;
         let fs = r.u64(init.wrapping_add(l.task_fs), "task_struct.fs")?;
@@ -481,6 +490,16 @@ impl<'a> KernelView<'a> {
             fs.wrapping_add(l.fs_root).wrapping_add(l.path_dentry),
             "fs_struct.root.dentry",
         )?;
+        Ok((root_mnt, root_dentry))
+    }
+
+    /// `/proc/1/mounts`: the mounts of init's namespace that are visible from its root, in
+    /// namespace order, with the generic options (fs-specific ones need the driver's code).
+    pub fn mounts(&self) -> Result<Vec<Mount>> {
+        let l = MountLayout::resolve(self.types)?;
+        let r = self.reader();
+        let init = self.find_task(1)?;
+        let (root_mnt, root_dentry) = self.init_root(&l)?;
         let nsproxy = r.u64(init.wrapping_add(l.task_nsproxy), "task_struct.nsproxy")?;
         let ns = r.u64(nsproxy.wrapping_add(l.nsproxy_mnt_ns), "nsproxy.mnt_ns")?;
         let mounts = match (l.ns_list, l.mount_list, l.ns_rbtree, l.mount_node) {
@@ -558,7 +577,13 @@ impl<'a> KernelView<'a> {
 
     /// The kernel's `prepend_path()`: the path of (vfsmount, dentry) as seen from `root`, or
     /// `None` when it is not below `root`.
-    fn prepend_path(&self, l: &MountLayout, mut vfs: u64, mut dentry: u64, root: (u64, u64)) -> Result<Option<String>> {
+    pub(super) fn prepend_path(
+        &self,
+        l: &MountLayout,
+        mut vfs: u64,
+        mut dentry: u64,
+        root: (u64, u64),
+    ) -> Result<Option<String>> {
         const MAX_DEPTH: usize = 4096;
         let r = self.reader();
         let mut names = Vec::new();
@@ -639,7 +664,7 @@ impl<'a> KernelView<'a> {
     }
 
     /// The guest's tick rate, from the length of a tick it keeps in `tick_nsec`.
-    fn hz(&self) -> Option<u64> {
+    pub(super) fn hz(&self) -> Option<u64> {
         let tick = self
             .reader()
             .u64(self.symbols.address("tick_nsec")?, "tick_nsec")
@@ -833,6 +858,9 @@ mod tests {
                 _ => None,
             }
         }
+        fn enum_value(&self, _: &str, _: &str) -> Option<i128> {
+            None
+        }
     }
 
     impl SymbolLookup for Fixed {
@@ -862,6 +890,17 @@ mod tests {
         }
     }
 
+    /// The per-task warnings: this layout has no task details, which is one more warning.
+    fn skipped((tasks, warnings): (Vec<Task>, Vec<String>)) -> (Vec<Task>, Vec<String>) {
+        (
+            tasks,
+            warnings
+                .into_iter()
+                .filter(|w| !w.starts_with("task details"))
+                .collect(),
+        )
+    }
+
     /// Found by the `kernel_walk` fuzz target: guest pointers near the top of the address
     /// space plus a member offset overflowed (a panic in debug builds, a silently wrong
     /// address in release). Every such pointer must just make that read fail.
@@ -878,17 +917,17 @@ mod tests {
         mem.put_u64(task + 0x28, u64::MAX - 8); // real_parent
         mem.put_u64(task + 0x30, u64::MAX - 2); // real_cred
         mem.put_u64(task + 0x60, u64::MAX - 4); // worker_private: the fuzzer's finding
-        let (tasks, warnings) = view(&mem, &|_| None).tasks("6.1.0").unwrap();
+        let (tasks, warnings) = skipped(view(&mem, &|_| None).tasks("6.1.0").unwrap());
         assert!(tasks.is_empty());
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         // With a readable kthread and worker, the parent and cred pointers are next.
         mem.put_u64(task + 0x60, BASE + 0x400);
         mem.put_u64(BASE + 0x408, BASE + 0x800); // kthread.data -> worker
         mem.put_u64(BASE + 0x800, 0x41); // worker.desc = "A"
-        let (tasks, warnings) = view(&mem, &|_| None).tasks("6.1.0").unwrap();
+        let (tasks, warnings) = skipped(view(&mem, &|_| None).tasks("6.1.0").unwrap());
         assert!(tasks.is_empty() && warnings.len() == 1, "{tasks:?} {warnings:?}");
         mem.put_u64(task + 0x28, 0); // no parent: the cred pointer fails
-        let (tasks, warnings) = view(&mem, &|_| None).tasks("6.1.0").unwrap();
+        let (tasks, warnings) = skipped(view(&mem, &|_| None).tasks("6.1.0").unwrap());
         assert!(
             tasks.is_empty() && warnings[0].contains("cred"),
             "{tasks:?} {warnings:?}"

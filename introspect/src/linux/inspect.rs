@@ -228,6 +228,7 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
     let (mut sysctl, sysctl_warnings) = or_warn(&mut warnings, "sysctls", view.sysctls());
     warnings.extend(sysctl_warnings);
     sysctl.extend(uts_sysctls(&uts, boot_id.as_deref()));
+    let system = view.system(&mut warnings);
 
     let kaslr_offset = vmcoreinfo
         .as_ref()
@@ -276,6 +277,7 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
         modules,
         mounts,
         interfaces,
+        system,
         warnings,
     })
 }

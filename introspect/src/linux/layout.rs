@@ -14,6 +14,10 @@ pub trait TypeInfo {
     fn struct_size(&self, ty: &str) -> Option<u64>;
     /// Size in bytes of member `member` of `ty` (for inline arrays such as `comm[16]`).
     fn member_size(&self, ty: &str, member: &str) -> Option<u64>;
+    /// Value of enumerator `name` of enum `ty` (e.g. `node_stat_item`, `NR_FILE_PAGES`): the
+    /// indices of the kernel's counter arrays move between releases and configurations. An
+    /// empty `ty` looks in every enum, for the kernel's anonymous ones (`MM_FILEPAGES`).
+    fn enum_value(&self, ty: &str, name: &str) -> Option<i128>;
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -44,6 +48,15 @@ impl Resolver<'_> {
 
     fn struct_size(&self, ty: &str) -> Result<u64, LayoutError> {
         self.types.struct_size(ty).ok_or_else(|| self.missing(ty, "(size)"))
+    }
+
+    /// An enumerator used as an array index; values beyond any kernel array are refused.
+    fn index(&self, ty: &str, name: &str) -> Result<u64, LayoutError> {
+        self.types
+            .enum_value(ty, name)
+            .filter(|v| (0..4096).contains(v))
+            .map(|v| v as u64)
+            .ok_or_else(|| self.missing(ty, name))
     }
 
     fn missing(&self, ty: &str, member: &str) -> LayoutError {
@@ -419,6 +432,511 @@ impl NetDevLayout {
     }
 }
 
+/// What `/proc/PID/{stat,status}` show of a task beyond the task list's own fields.
+#[derive(Debug, Clone)]
+pub struct TaskDetailLayout {
+    /// `task_struct.cred`: the credentials `/proc/PID/status` prints (not `real_cred`).
+    pub cred: u64,
+    /// `cred.{uid,euid,suid,fsuid}` and the same for gids.
+    pub cred_uids: [u64; 4],
+    pub cred_gids: [u64; 4],
+    pub cred_group_info: u64,
+    pub group_info_ngroups: u64,
+    pub group_info_gid: u64,
+    /// `cred.cap_{inheritable,permitted,effective,bset,ambient}`.
+    pub cred_caps: [u64; 5],
+    pub fs: u64,
+    pub fs_umask: u64,
+    pub fs_root: u64,
+    pub fs_pwd: u64,
+    pub signal: u64,
+    pub sighand: u64,
+    /// `signal_struct.pids[PIDTYPE_PGID]` and `[PIDTYPE_SID]`.
+    pub signal_pgid: u64,
+    pub signal_sid: u64,
+    /// `pid.numbers[0].nr`: the number in the initial pid namespace.
+    pub pid_nr: u64,
+    pub signal_tty: u64,
+    pub signal_nr_threads: u64,
+    pub signal_thread_head: u64,
+    pub task_thread_node: u64,
+    pub signal_utime: u64,
+    pub signal_stime: u64,
+    pub signal_sum_sched_runtime: u64,
+    pub signal_min_flt: u64,
+    pub signal_maj_flt: u64,
+    pub signal_prev_utime: u64,
+    pub signal_prev_stime: u64,
+    pub tty_driver: u64,
+    pub tty_index: u64,
+    /// `tty_struct.ctrl.pgrp` (5.16+) or `tty_struct.pgrp`.
+    pub tty_pgrp: u64,
+    pub driver_major: u64,
+    pub driver_minor_start: u64,
+    pub utime: u64,
+    pub stime: u64,
+    pub sum_exec_runtime: u64,
+    pub min_flt: u64,
+    pub maj_flt: u64,
+    pub prio: u64,
+    pub static_prio: u64,
+    pub start_boottime: u64,
+    pub exit_signal: u64,
+    /// `task_struct.thread_info.cpu` (THREAD_INFO_IN_TASK) or `task_struct.cpu`.
+    pub cpu: u64,
+    pub blocked: u64,
+    pub sighand_action: u64,
+    pub sigaction_size: u64,
+    pub sa_handler: u64,
+    pub mm: MmLayout,
+    pub file_path: u64,
+}
+
+/// The `mm_struct` counters behind `VmSize`, `VmRSS`, ... and stat's vsize/rss.
+#[derive(Debug, Clone)]
+pub struct MmLayout {
+    pub total_vm: u64,
+    pub hiwater_vm: u64,
+    pub hiwater_rss: u64,
+    pub locked_vm: u64,
+    pub pinned_vm: u64,
+    pub data_vm: u64,
+    pub stack_vm: u64,
+    pub exec_vm: u64,
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_stack: u64,
+    pub pgtables_bytes: u64,
+    pub hugetlb_usage: Option<u64>,
+    pub exe_file: u64,
+    /// Where counter `i` of `rss_stat` sits: `rss_stat + i * rss_stride` (an `atomic_long_t`
+    /// array ≤ 6.1, `percpu_counter`s whose `count` is read since 6.2).
+    pub rss_stat: u64,
+    pub rss_stride: u64,
+    /// `MM_FILEPAGES`, `MM_ANONPAGES`, `MM_SWAPENTS`, `MM_SHMEMPAGES`.
+    pub rss_file: u64,
+    pub rss_anon: u64,
+    pub rss_swap: u64,
+    pub rss_shmem: u64,
+}
+
+impl TaskDetailLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "/proc/PID/stat and status",
+        };
+        let id = |which: &str| -> Result<[u64; 4], LayoutError> {
+            Ok([
+                r.off("cred", which)?,
+                r.off("cred", &format!("e{which}"))?,
+                r.off("cred", &format!("s{which}"))?,
+                r.off("cred", &format!("fs{which}"))?,
+            ])
+        };
+        let signal_pids = r.off("signal_struct", "pids")?;
+        let prev_cputime = r.off("signal_struct", "prev_cputime")?;
+        let tty_pgrp = types
+            .member_offset("tty_struct", "ctrl.pgrp")
+            .or_else(|| types.member_offset("tty_struct", "pgrp"))
+            .ok_or_else(|| r.missing("tty_struct", "ctrl.pgrp"))?;
+        let cpu = types
+            .member_offset("task_struct", "thread_info.cpu")
+            .or_else(|| types.member_offset("task_struct", "cpu"))
+            .ok_or_else(|| r.missing("task_struct", "thread_info.cpu"))?;
+        Ok(Self {
+            cred: r.off("task_struct", "cred")?,
+            cred_uids: id("uid")?,
+            cred_gids: id("gid")?,
+            cred_group_info: r.off("cred", "group_info")?,
+            group_info_ngroups: r.off("group_info", "ngroups")?,
+            group_info_gid: r.off("group_info", "gid")?,
+            cred_caps: [
+                r.off("cred", "cap_inheritable")?,
+                r.off("cred", "cap_permitted")?,
+                r.off("cred", "cap_effective")?,
+                r.off("cred", "cap_bset")?,
+                r.off("cred", "cap_ambient")?,
+            ],
+            fs: r.off("task_struct", "fs")?,
+            fs_umask: r.off("fs_struct", "umask")?,
+            fs_root: r.off("fs_struct", "root")?,
+            fs_pwd: r.off("fs_struct", "pwd")?,
+            signal: r.off("task_struct", "signal")?,
+            sighand: r.off("task_struct", "sighand")?,
+            signal_pgid: signal_pids.wrapping_add(8 * r.index("pid_type", "PIDTYPE_PGID")?),
+            signal_sid: signal_pids.wrapping_add(8 * r.index("pid_type", "PIDTYPE_SID")?),
+            pid_nr: r.off("pid", "numbers")?.wrapping_add(r.off("upid", "nr")?),
+            signal_tty: r.off("signal_struct", "tty")?,
+            signal_nr_threads: r.off("signal_struct", "nr_threads")?,
+            signal_thread_head: r.off("signal_struct", "thread_head")?,
+            task_thread_node: r.off("task_struct", "thread_node")?,
+            signal_utime: r.off("signal_struct", "utime")?,
+            signal_stime: r.off("signal_struct", "stime")?,
+            signal_sum_sched_runtime: r.off("signal_struct", "sum_sched_runtime")?,
+            signal_min_flt: r.off("signal_struct", "min_flt")?,
+            signal_maj_flt: r.off("signal_struct", "maj_flt")?,
+            signal_prev_utime: prev_cputime.wrapping_add(r.off("prev_cputime", "utime")?),
+            signal_prev_stime: prev_cputime.wrapping_add(r.off("prev_cputime", "stime")?),
+            tty_driver: r.off("tty_struct", "driver")?,
+            tty_index: r.off("tty_struct", "index")?,
+            tty_pgrp,
+            driver_major: r.off("tty_driver", "major")?,
+            driver_minor_start: r.off("tty_driver", "minor_start")?,
+            utime: r.off("task_struct", "utime")?,
+            stime: r.off("task_struct", "stime")?,
+            sum_exec_runtime: r.off("task_struct", "se.sum_exec_runtime")?,
+            min_flt: r.off("task_struct", "min_flt")?,
+            maj_flt: r.off("task_struct", "maj_flt")?,
+            prio: r.off("task_struct", "prio")?,
+            static_prio: r.off("task_struct", "static_prio")?,
+            start_boottime: r.off("task_struct", "start_boottime")?,
+            exit_signal: r.off("task_struct", "exit_signal")?,
+            cpu,
+            blocked: r.off("task_struct", "blocked")?,
+            sighand_action: r.off("sighand_struct", "action")?,
+            sigaction_size: r.struct_size("k_sigaction")?,
+            sa_handler: r.off("k_sigaction", "sa.sa_handler")?,
+            mm: MmLayout::resolve(&r)?,
+            file_path: r.off("file", "f_path")?,
+        })
+    }
+}
+
+impl MmLayout {
+    fn resolve(r: &Resolver) -> Result<Self, LayoutError> {
+        let rss_stat = r.off("mm_struct", "rss_stat")?;
+        let (rss_stat, rss_stride) = match r.types.member_offset("mm_rss_stat", "count") {
+            Some(count) => (rss_stat.wrapping_add(count), 8),
+            None => (
+                rss_stat.wrapping_add(r.off("percpu_counter", "count")?),
+                r.struct_size("percpu_counter")?,
+            ),
+        };
+        // The counters are an anonymous enum.
+        let item = |name: &str| r.index("", name);
+        Ok(Self {
+            total_vm: r.off("mm_struct", "total_vm")?,
+            hiwater_vm: r.off("mm_struct", "hiwater_vm")?,
+            hiwater_rss: r.off("mm_struct", "hiwater_rss")?,
+            locked_vm: r.off("mm_struct", "locked_vm")?,
+            pinned_vm: r.off("mm_struct", "pinned_vm")?,
+            data_vm: r.off("mm_struct", "data_vm")?,
+            stack_vm: r.off("mm_struct", "stack_vm")?,
+            exec_vm: r.off("mm_struct", "exec_vm")?,
+            start_code: r.off("mm_struct", "start_code")?,
+            end_code: r.off("mm_struct", "end_code")?,
+            start_stack: r.off("mm_struct", "start_stack")?,
+            pgtables_bytes: r.off("mm_struct", "pgtables_bytes")?,
+            hugetlb_usage: r.types.member_offset("mm_struct", "hugetlb_usage"),
+            exe_file: r.off("mm_struct", "exe_file")?,
+            rss_stat,
+            rss_stride,
+            rss_file: item("MM_FILEPAGES")?,
+            rss_anon: item("MM_ANONPAGES")?,
+            rss_swap: item("MM_SWAPENTS")?,
+            rss_shmem: item("MM_SHMEMPAGES")?,
+        })
+    }
+}
+
+/// Per-CPU run queues and CPU time counters behind `/proc/{stat,loadavg,uptime}`.
+#[derive(Debug, Clone)]
+pub struct CpuStatLayout {
+    pub rq_nr_running: u64,
+    pub rq_nr_switches: u64,
+    pub rq_nr_iowait: u64,
+    pub rq_curr: u64,
+    pub rq_idle: u64,
+    /// `kernel_cpustat.cpustat[]` indices in `/proc/stat` column order: user nice system
+    /// idle iowait irq softirq steal guest guest_nice.
+    pub cpustat: u64,
+    pub columns: [u64; 10],
+    /// NO_HZ idle accounting (`struct tick_sched`), absent in kernels without it.
+    pub tick_idle: Option<TickIdleLayout>,
+    pub pid_ns_idr_next: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct TickIdleLayout {
+    pub idle_entrytime: u64,
+    pub idle_sleeptime: u64,
+    pub iowait_sleeptime: u64,
+}
+
+impl CpuStatLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "/proc/stat, loadavg and uptime",
+        };
+        let mut columns = [0; 10];
+        for (column, name) in columns.iter_mut().zip([
+            "CPUTIME_USER",
+            "CPUTIME_NICE",
+            "CPUTIME_SYSTEM",
+            "CPUTIME_IDLE",
+            "CPUTIME_IOWAIT",
+            "CPUTIME_IRQ",
+            "CPUTIME_SOFTIRQ",
+            "CPUTIME_STEAL",
+            "CPUTIME_GUEST",
+            "CPUTIME_GUEST_NICE",
+        ]) {
+            *column = r.index("cpu_usage_stat", name)?;
+        }
+        let tick_idle = (|| {
+            Some(TickIdleLayout {
+                idle_entrytime: types.member_offset("tick_sched", "idle_entrytime")?,
+                idle_sleeptime: types.member_offset("tick_sched", "idle_sleeptime")?,
+                iowait_sleeptime: types.member_offset("tick_sched", "iowait_sleeptime")?,
+            })
+        })();
+        Ok(Self {
+            rq_nr_running: r.off("rq", "nr_running")?,
+            rq_nr_switches: r.off("rq", "nr_switches")?,
+            rq_nr_iowait: r.off("rq", "nr_iowait")?,
+            rq_curr: r.off("rq", "curr")?,
+            rq_idle: r.off("rq", "idle")?,
+            cpustat: r.off("kernel_cpustat", "cpustat")?,
+            columns,
+            tick_idle,
+            pid_ns_idr_next: r.off("pid_namespace", "idr.idr_next")?,
+        })
+    }
+}
+
+/// The timekeeper: where boot time and the clocks since boot are kept.
+#[derive(Debug, Clone)]
+pub struct TimekeeperLayout {
+    /// Offset of `struct timekeeper` inside the anonymous `tk_core` (after its seqcount).
+    pub in_core: u64,
+    pub mono_base: u64,
+    pub mono_xtime_nsec: u64,
+    pub mono_shift: u64,
+    pub offs_real: u64,
+    pub offs_boot: u64,
+}
+
+impl TimekeeperLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "the boot time and uptime",
+        };
+        // `tk_core` is `struct { seqcount_raw_spinlock_t seq; struct timekeeper timekeeper; }`,
+        // an anonymous type: the timekeeper (8-byte aligned) follows the seqcount.
+        let seq = r.struct_size("seqcount_raw_spinlock")?;
+        Ok(Self {
+            in_core: seq.div_ceil(8).saturating_mul(8),
+            mono_base: r.off("timekeeper", "tkr_mono.base")?,
+            mono_xtime_nsec: r.off("timekeeper", "tkr_mono.xtime_nsec")?,
+            mono_shift: r.off("timekeeper", "tkr_mono.shift")?,
+            offs_real: r.off("timekeeper", "offs_real")?,
+            offs_boot: r.off("timekeeper", "offs_boot")?,
+        })
+    }
+}
+
+/// `struct cpuinfo_x86`: each field as (offset, size), since their widths vary by release.
+#[derive(Debug, Clone)]
+pub struct CpuInfoLayout {
+    pub family: (u64, u64),
+    pub model: (u64, u64),
+    pub stepping: (u64, u64),
+    pub virt_bits: (u64, u64),
+    pub phys_bits: (u64, u64),
+    pub capability: (u64, u64),
+    pub vendor_id: (u64, u64),
+    pub model_id: (u64, u64),
+    pub cache_size: (u64, u64),
+    pub cache_alignment: (u64, u64),
+    pub loops_per_jiffy: (u64, u64),
+    pub microcode: (u64, u64),
+    pub phys_proc_id: (u64, u64),
+    pub core_id: (u64, u64),
+    pub booted_cores: (u64, u64),
+    pub apicid: (u64, u64),
+    pub clflush_size: (u64, u64),
+}
+
+impl CpuInfoLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "/proc/cpuinfo",
+        };
+        let f = |m: &str| Ok::<_, LayoutError>((r.off("cpuinfo_x86", m)?, r.size("cpuinfo_x86", m)?));
+        // 6.1 spells the package id `phys_proc_id`; 6.7+ keep it in `topo.pkg_id`.
+        let either = |a: &str, b: &str| f(a).or_else(|_| f(b));
+        Ok(Self {
+            family: f("x86")?,
+            model: f("x86_model")?,
+            stepping: f("x86_stepping")?,
+            virt_bits: f("x86_virt_bits")?,
+            phys_bits: f("x86_phys_bits")?,
+            capability: f("x86_capability")?,
+            vendor_id: f("x86_vendor_id")?,
+            model_id: f("x86_model_id")?,
+            cache_size: f("x86_cache_size")?,
+            cache_alignment: f("x86_cache_alignment")?,
+            loops_per_jiffy: f("loops_per_jiffy")?,
+            microcode: f("microcode")?,
+            phys_proc_id: either("phys_proc_id", "topo.pkg_id")?,
+            core_id: either("cpu_core_id", "topo.core_id")?,
+            booted_cores: f("booted_cores")?,
+            apicid: either("apicid", "topo.apicid")?,
+            clflush_size: f("x86_clflush_size")?,
+        })
+    }
+}
+
+/// The counters `/proc/meminfo` is computed from.
+#[derive(Debug, Clone)]
+pub struct MemLayout {
+    /// `node_stat_item` and `zone_stat_item` indices by enumerator name; an item this kernel
+    /// lacks is absent (and so is the meminfo line that shows it).
+    pub node_items: std::collections::BTreeMap<&'static str, u64>,
+    pub zone_items: std::collections::BTreeMap<&'static str, u64>,
+    pub pgdat_node_zones: u64,
+    pub zone_size: u64,
+    pub zones_per_node: u64,
+    pub zone_watermark_low: u64,
+    pub zone_watermark_boost: u64,
+    pub percpu_counter_count: u64,
+    pub percpu_counter_counters: u64,
+    pub hstate: Option<HstateLayout>,
+    pub blockdev_inodes: Option<BlockdevLayout>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HstateLayout {
+    pub size: u64,
+    pub order: u64,
+    pub nr_huge_pages: u64,
+    pub free_huge_pages: u64,
+    pub resv_huge_pages: u64,
+    pub surplus_huge_pages: u64,
+}
+
+/// Block device inodes, whose page caches are meminfo's `Buffers`.
+#[derive(Debug, Clone)]
+pub struct BlockdevLayout {
+    pub sb_inodes: u64,
+    pub inode_sb_list: u64,
+    pub inode_mapping: u64,
+    pub mapping_nrpages: u64,
+}
+
+pub const NODE_STAT_ITEMS: [&str; 24] = [
+    "NR_FILE_PAGES",
+    "NR_SWAPCACHE",
+    "NR_INACTIVE_ANON",
+    "NR_ACTIVE_ANON",
+    "NR_INACTIVE_FILE",
+    "NR_ACTIVE_FILE",
+    "NR_UNEVICTABLE",
+    "NR_SLAB_RECLAIMABLE_B",
+    "NR_SLAB_UNRECLAIMABLE_B",
+    "NR_KERNEL_MISC_RECLAIMABLE",
+    "NR_FILE_DIRTY",
+    "NR_WRITEBACK",
+    "NR_ANON_MAPPED",
+    "NR_FILE_MAPPED",
+    "NR_SHMEM",
+    "NR_KERNEL_STACK_KB",
+    "NR_PAGETABLE",
+    "NR_SECONDARY_PAGETABLE",
+    "NR_WRITEBACK_TEMP",
+    "NR_ANON_THPS",
+    "NR_SHMEM_THPS",
+    "NR_SHMEM_PMDMAPPED",
+    "NR_FILE_THPS",
+    "NR_FILE_PMDMAPPED",
+];
+
+pub const ZONE_STAT_ITEMS: [&str; 4] = ["NR_FREE_PAGES", "NR_MLOCK", "NR_BOUNCE", "NR_FREE_CMA_PAGES"];
+
+impl MemLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "/proc/meminfo",
+        };
+        let items = |ty: &str, names: &[&'static str]| {
+            names
+                .iter()
+                .filter_map(|n| Some((*n, r.index(ty, n).ok()?)))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let zone_size = r.struct_size("zone")?;
+        let zones_len = r.size("pglist_data", "node_zones")?;
+        Ok(Self {
+            node_items: items("node_stat_item", &NODE_STAT_ITEMS),
+            zone_items: items("zone_stat_item", &ZONE_STAT_ITEMS),
+            pgdat_node_zones: r.off("pglist_data", "node_zones")?,
+            zone_size,
+            zones_per_node: zones_len.checked_div(zone_size).unwrap_or(0),
+            zone_watermark_low: r
+                .off("zone", "_watermark")?
+                .wrapping_add(8 * r.index("zone_watermarks", "WMARK_LOW")?),
+            zone_watermark_boost: r.off("zone", "watermark_boost")?,
+            percpu_counter_count: r.off("percpu_counter", "count")?,
+            percpu_counter_counters: r.off("percpu_counter", "counters")?,
+            hstate: (|| {
+                Some(HstateLayout {
+                    size: types.struct_size("hstate")?,
+                    order: types.member_offset("hstate", "order")?,
+                    nr_huge_pages: types.member_offset("hstate", "nr_huge_pages")?,
+                    free_huge_pages: types.member_offset("hstate", "free_huge_pages")?,
+                    resv_huge_pages: types.member_offset("hstate", "resv_huge_pages")?,
+                    surplus_huge_pages: types.member_offset("hstate", "surplus_huge_pages")?,
+                })
+            })(),
+            blockdev_inodes: (|| {
+                Some(BlockdevLayout {
+                    sb_inodes: types.member_offset("super_block", "s_inodes")?,
+                    inode_sb_list: types.member_offset("inode", "i_sb_list")?,
+                    inode_mapping: types.member_offset("inode", "i_mapping")?,
+                    mapping_nrpages: types.member_offset("address_space", "nrpages")?,
+                })
+            })(),
+        })
+    }
+}
+
+/// `struct swap_info_struct` as `/proc/swaps` prints it.
+#[derive(Debug, Clone)]
+pub struct SwapLayout {
+    pub flags: u64,
+    pub prio: u64,
+    pub pages: u64,
+    pub inuse_pages: u64,
+    pub swap_file: u64,
+    pub file_path: u64,
+    pub file_inode: u64,
+    pub inode_mode: u64,
+}
+
+impl SwapLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "/proc/swaps",
+        };
+        Ok(Self {
+            flags: r.off("swap_info_struct", "flags")?,
+            prio: r.off("swap_info_struct", "prio")?,
+            pages: r.off("swap_info_struct", "pages")?,
+            inuse_pages: r.off("swap_info_struct", "inuse_pages")?,
+            swap_file: r.off("swap_info_struct", "swap_file")?,
+            file_path: r.off("file", "f_path")?,
+            file_inode: r.off("file", "f_inode")?,
+            inode_mode: r.off("inode", "i_mode")?,
+        })
+    }
+}
+
 /// Records every question the layouts ask, answering from `inner`.
 struct Recorder<'a> {
     inner: &'a dyn TypeInfo,
@@ -444,6 +962,13 @@ impl TypeInfo for Recorder<'_> {
             .push(("member size", ty.to_owned(), member.to_owned()));
         self.inner.member_size(ty, member)
     }
+
+    fn enum_value(&self, ty: &str, name: &str) -> Option<i128> {
+        self.asked
+            .borrow_mut()
+            .push(("enum value", ty.to_owned(), name.to_owned()));
+        self.inner.enum_value(ty, name)
+    }
 }
 
 /// Where `given` answers differently from `reference` for any layout the snapshot uses, as
@@ -462,6 +987,12 @@ pub fn layout_differences(reference: &dyn TypeInfo, given: &dyn TypeInfo) -> Vec
     let _ = NetConfLayout::resolve(&recorder);
     let _ = MountLayout::resolve(&recorder);
     let _ = NetDevLayout::resolve(&recorder);
+    let _ = TaskDetailLayout::resolve(&recorder);
+    let _ = CpuStatLayout::resolve(&recorder);
+    let _ = TimekeeperLayout::resolve(&recorder);
+    let _ = CpuInfoLayout::resolve(&recorder);
+    let _ = MemLayout::resolve(&recorder);
+    let _ = SwapLayout::resolve(&recorder);
     let show = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
     recorder
         .asked
@@ -470,6 +1001,10 @@ pub fn layout_differences(reference: &dyn TypeInfo, given: &dyn TypeInfo) -> Vec
         .filter_map(|(what, ty, member)| {
             let (want, got) = match what {
                 "offset" => (reference.member_offset(&ty, &member), given.member_offset(&ty, &member)),
+                "enum value" => (
+                    reference.enum_value(&ty, &member).map(|v| v as u64),
+                    given.enum_value(&ty, &member).map(|v| v as u64),
+                ),
                 "size" => (reference.struct_size(&ty), given.struct_size(&ty)),
                 _ => (reference.member_size(&ty, &member), given.member_size(&ty, &member)),
             };

@@ -4,13 +4,15 @@
 pub mod extract;
 pub mod inspect;
 pub mod layout;
+mod proc_task;
 pub mod reader;
 pub mod snapshot;
+mod system;
 
 pub use extract::{ExtractError, KernelView, SymbolLookup, UserSpaceFactory};
 pub use inspect::{InspectError, ProfileFiles, kernel_release, snapshot};
 pub use layout::{LayoutError, TypeInfo};
 pub use snapshot::{
-    Domain, FilesystemType, GuestSnapshot, Interface, KernelInfo, Module, Mount, Profile, SNAPSHOT_SCHEMA, Source,
-    Task, Uts,
+    Cpu, Domain, FilesystemType, GuestSnapshot, Interface, KernelInfo, Module, Mount, Profile, SNAPSHOT_SCHEMA, Source,
+    Swap, SystemState, Task, TaskDetail, Uts,
 };

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 pub const SNAPSHOT_SCHEMA: &str = "dormouse.snapshot/1";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestSnapshot {
     pub schema: String,
     pub source: Source,
@@ -26,8 +26,76 @@ pub struct GuestSnapshot {
     pub modules: Vec<Module>,
     pub mounts: Vec<Mount>,
     pub interfaces: Vec<Interface>,
+    /// System-wide counters behind `/proc/{meminfo,cpuinfo,uptime,loadavg,stat,swaps}`.
+    pub system: SystemState,
     /// What could not be read and why; the rest of the snapshot is still valid.
     pub warnings: Vec<String>,
+}
+
+/// System-wide state, each part empty or `None` when it could not be read (see warnings).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemState {
+    /// Timer frequency of the guest (`CONFIG_HZ`), needed to turn jiffies into time.
+    pub hz: Option<u64>,
+    /// `/proc/meminfo` entries in the kernel's order; values in kB except where the kernel
+    /// prints plain counts (`HugePages_*`), kept as printed.
+    pub meminfo: Vec<(String, u64)>,
+    /// One entry per online CPU, the fields of `/proc/cpuinfo`.
+    pub cpus: Vec<Cpu>,
+    /// Time since boot and summed idle time of all CPUs, in nanoseconds.
+    pub uptime_ns: Option<u64>,
+    pub idle_ns: Option<u64>,
+    /// `avenrun[]` fixed-point load averages (FSHIFT 11) as `/proc/loadavg` prints them:
+    /// already rounded by `FIXED_1/200` as `get_avenrun()` does there, so a renderer only
+    /// splits them (`LOAD_INT`, `LOAD_FRAC`).
+    pub avenrun: Option<[u64; 3]>,
+    pub nr_running: Option<u64>,
+    pub nr_threads: Option<u64>,
+    pub last_pid: Option<i32>,
+    /// `/proc/stat`: boot time (epoch seconds), forks since boot, context switches, and
+    /// per-CPU times in USER_HZ ticks (user nice system idle iowait irq softirq steal guest
+    /// guest_nice).
+    pub boot_time: Option<u64>,
+    pub forks: Option<u64>,
+    pub context_switches: Option<u64>,
+    pub procs_blocked: Option<u64>,
+    pub cpu_times: Vec<[u64; 10]>,
+    pub swaps: Vec<Swap>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    pub processor: u32,
+    pub vendor_id: String,
+    pub family: u32,
+    pub model: u32,
+    pub model_name: String,
+    pub stepping: u32,
+    pub microcode: Option<u32>,
+    pub mhz: Option<f64>,
+    pub cache_size_kb: Option<u32>,
+    pub physical_id: Option<u32>,
+    pub siblings: Option<u32>,
+    pub core_id: Option<u32>,
+    pub cpu_cores: Option<u32>,
+    pub apicid: Option<u32>,
+    pub flags: Vec<String>,
+    pub bugs: Vec<String>,
+    pub bogomips: Option<f64>,
+    pub clflush_size: Option<u32>,
+    pub cache_alignment: Option<u32>,
+    /// Physical and virtual address bits.
+    pub address_sizes: Option<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swap {
+    pub filename: String,
+    /// `partition` or `file`.
+    pub kind: String,
+    pub size_kb: u64,
+    pub used_kb: u64,
+    pub priority: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +162,59 @@ pub struct Task {
     pub kernel_thread: bool,
     /// `None` when the argument pages are not in the image (swapped out, not saved).
     pub cmdline: Option<Vec<String>>,
+    /// What `/proc/PID/{stat,status}` show beyond the above; `None` when unreadable.
+    pub detail: Option<TaskDetail>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskDetail {
+    pub euid: u32,
+    pub suid: u32,
+    pub fsuid: u32,
+    pub egid: u32,
+    pub sgid: u32,
+    pub fsgid: u32,
+    pub groups: Vec<u32>,
+    pub umask: Option<u32>,
+    pub pgrp: i32,
+    pub session: i32,
+    pub tty_nr: u32,
+    pub tpgid: i32,
+    /// `task_struct.flags` as `/proc/PID/stat` field 9 prints them.
+    pub flags: u32,
+    pub minflt: u64,
+    pub majflt: u64,
+    /// CPU times in USER_HZ ticks.
+    pub utime: u64,
+    pub stime: u64,
+    pub priority: i32,
+    pub nice: i32,
+    /// Thread ids of the group, the leader first.
+    pub threads: Vec<i32>,
+    /// Start time after boot, in USER_HZ ticks.
+    pub start_time: u64,
+    /// Virtual memory size in bytes and resident set in pages.
+    pub vsize: u64,
+    pub rss_pages: u64,
+    /// Fields of `/proc/PID/status` in kB (`VmPeak`, `VmSize`, `VmRSS`, ...), in its order.
+    pub vm: Vec<(String, u64)>,
+    /// Signal masks as status prints them (hex).
+    pub sig_blocked: u64,
+    pub sig_ignored: u64,
+    pub sig_caught: u64,
+    /// Capability sets: inheritable, permitted, effective, bounding, ambient.
+    pub caps: [u64; 5],
+    /// `mm->start_code..` etc. for stat fields 26-28 and 45-51.
+    pub code: (u64, u64),
+    pub start_stack: u64,
+    pub exit_signal: i32,
+    /// CPU it last ran on.
+    pub processor: u32,
+    /// Root and working directory as paths in the guest (`/proc/PID/root`, `cwd`).
+    pub root: Option<String>,
+    pub cwd: Option<String>,
+    /// The executable's path in the guest (`/proc/PID/exe`).
+    pub exe: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,396 @@
+//! What `/proc/PID/stat` and `/proc/PID/status` show of a thread-group leader, computed the
+//! way fs/proc/array.c (`do_task_stat`, `proc_pid_status`) and fs/proc/task_mmu.c
+//! (`task_mem`) compute it, from the task's credentials, signal, mm and fs structures.
+
+use super::extract::{ExtractError, KernelView};
+use super::layout::{MountLayout, TaskDetailLayout, TaskLayout};
+use super::reader::KernelReader;
+use super::snapshot::TaskDetail;
+
+type Result<T> = std::result::Result<T, ExtractError>;
+
+/// `MAX_RT_PRIO` and `DEFAULT_PRIO`: `task_prio()` and `task_nice()` offsets.
+const MAX_RT_PRIO: i32 = 100;
+const DEFAULT_PRIO: i32 = 120;
+/// USER_HZ is 100 on every architecture dormouse reads: `nsec_to_clock_t` divides by this.
+const NSEC_PER_USER_TICK: u64 = 10_000_000;
+const PAGE_SHIFT: u32 = 12;
+/// `NGROUPS_MAX`: a larger `group_info.ngroups` is corrupt.
+const NGROUPS_MAX: i32 = 65536;
+/// `_NSIG`: the size of `sighand_struct.action[]`.
+const NSIG: u64 = 64;
+/// A `struct k_sigaction` this large is not one (it is 32 bytes on x86-64).
+const MAX_SIGACTION_SIZE: u64 = 256;
+const SIG_DFL: u64 = 0;
+const SIG_IGN: u64 = 1;
+
+/// Resolved once per snapshot: the detail layout and, for root/cwd/exe paths, the mount
+/// layout with the root they are shown relative to (init's, as the shadow /proc serves the
+/// guest's tree).
+pub(super) struct DetailContext {
+    pub l: TaskDetailLayout,
+    pub paths: Option<(MountLayout, (u64, u64))>,
+}
+
+/// One live thread's counters that `do_task_stat` sums over the group.
+struct ThreadCounters {
+    min_flt: u64,
+    maj_flt: u64,
+    utime: u64,
+    stime: u64,
+    runtime: u64,
+}
+
+impl KernelView<'_> {
+    pub(super) fn detail_context(&self) -> Result<DetailContext> {
+        let l = TaskDetailLayout::resolve(self.types)?;
+        let paths = MountLayout::resolve(self.types).ok().and_then(|m| {
+            let root = self.init_root(&m).ok()?;
+            Some((m, root))
+        });
+        Ok(DetailContext { l, paths })
+    }
+
+    /// The detail of the leader at `task`; `flags` and `mm` were read by the task walk.
+    /// Failures to name a path become `warnings`, not a lost detail.
+    pub(super) fn task_detail(
+        &self,
+        c: &DetailContext,
+        tl: &TaskLayout,
+        task: u64,
+        flags: u32,
+        mm: u64,
+        warnings: &mut Vec<String>,
+    ) -> Result<TaskDetail> {
+        let l = &c.l;
+        let r = self.reader();
+        let at = |off: u64| task.wrapping_add(off);
+        let cred = r.u64(at(l.cred), "task_struct.cred")?;
+        let ids = |offs: &[u64; 4], what: &str| -> Result<[u32; 4]> {
+            let mut out = [0; 4];
+            for (v, off) in out.iter_mut().zip(offs) {
+                *v = r.u32(cred.wrapping_add(*off), what)?;
+            }
+            Ok(out)
+        };
+        let uids = ids(&l.cred_uids, "cred uids")?;
+        let gids = ids(&l.cred_gids, "cred gids")?;
+        let mut caps = [0; 5];
+        for (cap, off) in caps.iter_mut().zip(&l.cred_caps) {
+            // kernel_cap_t is `u32 cap[2]` (≤ 6.2) or `u64 val`: the same 8 little-endian bytes.
+            *cap = r.u64(cred.wrapping_add(*off), "cred capabilities")?;
+        }
+        let groups = self.groups(l, cred)?;
+        let fs = r.u64(at(l.fs), "task_struct.fs")?;
+        // An exited task has no fs; status then prints no Umask line.
+        let umask = match fs {
+            0 => None,
+            fs => Some(r.u32(fs.wrapping_add(l.fs_umask), "fs_struct.umask")?),
+        };
+
+        // do_task_stat reads the signal-side fields only under lock_task_sighand(), which
+        // fails for a task already released (no sighand): those then print as zero / -1.
+        let signal = r.u64(at(l.signal), "task_struct.signal")?;
+        let sighand = r.u64(at(l.sighand), "task_struct.sighand")?;
+        let mut d = TaskDetail {
+            euid: uids[1],
+            suid: uids[2],
+            fsuid: uids[3],
+            egid: gids[1],
+            sgid: gids[2],
+            fsgid: gids[3],
+            groups,
+            umask,
+            tpgid: -1,
+            flags,
+            caps,
+            ..Default::default()
+        };
+        if signal != 0 && sighand != 0 {
+            self.signal_side(l, tl, task, signal, &mut d)?;
+            let (ignored, caught) = self.sigign_sigcatch(l, sighand)?;
+            d.sig_ignored = ignored;
+            d.sig_caught = caught;
+        }
+        d.sig_blocked = r.u64(at(l.blocked), "task_struct.blocked")?;
+        d.priority = r.i32(at(l.prio), "task_struct.prio")?.wrapping_sub(MAX_RT_PRIO);
+        d.nice = r
+            .i32(at(l.static_prio), "task_struct.static_prio")?
+            .wrapping_sub(DEFAULT_PRIO);
+        d.start_time = r.u64(at(l.start_boottime), "task_struct.start_boottime")? / NSEC_PER_USER_TICK;
+        d.exit_signal = r.i32(at(l.exit_signal), "task_struct.exit_signal")?;
+        d.processor = r.u32(at(l.cpu), "task_struct cpu")?;
+        if mm != 0 {
+            self.mm_detail(l, mm, &mut d)?;
+        }
+
+        if let Some((ml, root)) = &c.paths {
+            let mut path = |base: u64, what: &str| -> Option<String> {
+                let vfs = r.u64(base.wrapping_add(ml.path_mnt), what).ok()?;
+                let dentry = r.u64(base.wrapping_add(ml.path_dentry), what).ok()?;
+                self.prepend_path(ml, vfs, dentry, *root)
+                    .map_err(|e| warnings.push(format!("pid {}: {what}: {e}", d_pid(&r, tl, task))))
+                    .ok()
+                    .flatten()
+            };
+            if fs != 0 {
+                d.root = path(fs.wrapping_add(l.fs_root), "fs_struct.root");
+                d.cwd = path(fs.wrapping_add(l.fs_pwd), "fs_struct.pwd");
+            }
+            if mm != 0 {
+                let exe = r.u64(mm.wrapping_add(l.mm.exe_file), "mm_struct.exe_file")?;
+                if exe != 0 {
+                    d.exe = path(exe.wrapping_add(l.file_path), "mm_struct.exe_file->f_path");
+                }
+            }
+        }
+        Ok(d)
+    }
+
+    /// Supplementary groups (`cred->group_info`), as status prints them.
+    fn groups(&self, l: &TaskDetailLayout, cred: u64) -> Result<Vec<u32>> {
+        let r = self.reader();
+        let gi = r.u64(cred.wrapping_add(l.cred_group_info), "cred.group_info")?;
+        if gi == 0 {
+            return Ok(Vec::new());
+        }
+        let n = r.i32(gi.wrapping_add(l.group_info_ngroups), "group_info.ngroups")?;
+        if !(0..=NGROUPS_MAX).contains(&n) {
+            return Err(ExtractError::Invalid(format!(
+                "group_info at {gi:#x} claims {n} groups"
+            )));
+        }
+        let bytes = r.bytes(gi.wrapping_add(l.group_info_gid), n as usize * 4, "group_info.gid")?;
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
+    }
+
+    /// The fields `do_task_stat` reads under the sighand lock, for the whole thread group
+    /// (`whole` = 1, as for `/proc/PID/stat` of a leader).
+    fn signal_side(
+        &self,
+        l: &TaskDetailLayout,
+        tl: &TaskLayout,
+        task: u64,
+        signal: u64,
+        d: &mut TaskDetail,
+    ) -> Result<()> {
+        let r = self.reader();
+        let sig = |off: u64| signal.wrapping_add(off);
+        d.pgrp = self.pid_nr(l, r.u64(sig(l.signal_pgid), "signal_struct.pids[PIDTYPE_PGID]")?)?;
+        d.session = self.pid_nr(l, r.u64(sig(l.signal_sid), "signal_struct.pids[PIDTYPE_SID]")?)?;
+        let tty = r.u64(sig(l.signal_tty), "signal_struct.tty")?;
+        if tty != 0 {
+            let driver = r.u64(tty.wrapping_add(l.tty_driver), "tty_struct.driver")?;
+            let major = r.u32(driver.wrapping_add(l.driver_major), "tty_driver.major")?;
+            let minor_start = r.u32(driver.wrapping_add(l.driver_minor_start), "tty_driver.minor_start")?;
+            let index = r.u32(tty.wrapping_add(l.tty_index), "tty_struct.index")?;
+            // tty_devnum(): MKDEV(major, minor_start) + index, a kernel dev_t (20 minor bits).
+            let dev = (major << 20).wrapping_add(minor_start).wrapping_add(index);
+            d.tty_nr = new_encode_dev(dev);
+            d.tpgid = self.pid_nr(l, r.u64(tty.wrapping_add(l.tty_pgrp), "tty pgrp")?)?;
+        }
+        // The group's live threads, leader first (copy_signal() starts thread_head with it).
+        let mut live = Vec::new();
+        for t in r.list(
+            sig(l.signal_thread_head),
+            l.task_thread_node,
+            "signal_struct.thread_head",
+        )? {
+            let at = |off: u64| t.wrapping_add(off);
+            d.threads.push(r.i32(at(tl.pid), "task_struct.pid")?);
+            live.push(ThreadCounters {
+                min_flt: r.u64(at(l.min_flt), "task_struct.min_flt")?,
+                maj_flt: r.u64(at(l.maj_flt), "task_struct.maj_flt")?,
+                utime: r.u64(at(l.utime), "task_struct.utime")?,
+                stime: r.u64(at(l.stime), "task_struct.stime")?,
+                runtime: r.u64(at(l.sum_exec_runtime), "task_struct.se.sum_exec_runtime")?,
+            });
+        }
+        if d.threads.is_empty() {
+            // A zombie leader whose threads are gone is still itself.
+            d.threads.push(r.i32(task.wrapping_add(tl.pid), "task_struct.pid")?);
+        }
+        let sum = |f: fn(&ThreadCounters) -> u64, dead: u64| live.iter().map(f).fold(dead, u64::wrapping_add);
+        d.minflt = sum(|t| t.min_flt, r.u64(sig(l.signal_min_flt), "signal_struct.min_flt")?);
+        d.majflt = sum(|t| t.maj_flt, r.u64(sig(l.signal_maj_flt), "signal_struct.maj_flt")?);
+        // thread_group_cputime(): exited threads' times are folded into the signal struct.
+        let utime = sum(|t| t.utime, r.u64(sig(l.signal_utime), "signal_struct.utime")?);
+        let stime = sum(|t| t.stime, r.u64(sig(l.signal_stime), "signal_struct.stime")?);
+        let rtime = sum(
+            |t| t.runtime,
+            r.u64(sig(l.signal_sum_sched_runtime), "signal_struct.sum_sched_runtime")?,
+        );
+        let prev = (
+            r.u64(sig(l.signal_prev_utime), "signal_struct.prev_cputime.utime")?,
+            r.u64(sig(l.signal_prev_stime), "signal_struct.prev_cputime.stime")?,
+        );
+        let (ut, st) = cputime_adjust(utime, stime, rtime, prev);
+        d.utime = ut / NSEC_PER_USER_TICK;
+        d.stime = st / NSEC_PER_USER_TICK;
+        Ok(())
+    }
+
+    /// `pid_nr_ns(pid, &init_pid_ns)`: the number in the initial namespace, 0 for no pid.
+    fn pid_nr(&self, l: &TaskDetailLayout, pid: u64) -> Result<i32> {
+        if pid == 0 {
+            return Ok(0);
+        }
+        Ok(self.reader().i32(pid.wrapping_add(l.pid_nr), "pid.numbers[0].nr")?)
+    }
+
+    /// `collect_sigign_sigcatch()`: bit `n-1` for each signal `n` ignored or handled.
+    fn sigign_sigcatch(&self, l: &TaskDetailLayout, sighand: u64) -> Result<(u64, u64)> {
+        if l.sigaction_size == 0
+            || l.sigaction_size > MAX_SIGACTION_SIZE
+            || l.sa_handler.saturating_add(8) > l.sigaction_size
+        {
+            return Err(ExtractError::Invalid(format!(
+                "struct k_sigaction of {} bytes with sa_handler at {}",
+                l.sigaction_size, l.sa_handler
+            )));
+        }
+        let actions = self.reader().bytes(
+            sighand.wrapping_add(l.sighand_action),
+            (NSIG * l.sigaction_size) as usize,
+            "sighand_struct.action",
+        )?;
+        let (mut ignored, mut caught) = (0u64, 0u64);
+        for (bit, action) in actions.chunks_exact(l.sigaction_size as usize).enumerate() {
+            let at = l.sa_handler as usize;
+            let handler = u64::from_le_bytes(action[at..at + 8].try_into().unwrap_or([0; 8]));
+            match handler {
+                SIG_IGN => ignored |= 1 << bit,
+                SIG_DFL => {}
+                _ => caught |= 1 << bit,
+            }
+        }
+        Ok((ignored, caught))
+    }
+
+    /// `task_vsize()`, `get_mm_rss()` and `task_mem()`'s Vm* lines.
+    fn mm_detail(&self, l: &TaskDetailLayout, mm: u64, d: &mut TaskDetail) -> Result<()> {
+        let r = self.reader();
+        let m = &l.mm;
+        let field = |off: u64, what: &str| r.u64(mm.wrapping_add(off), what);
+        // get_mm_counter(): per-task caches may leave the shared counter briefly negative.
+        let counter = |i: u64, what: &str| -> Result<u64> {
+            let v = r.u64(
+                mm.wrapping_add(m.rss_stat).wrapping_add(i.wrapping_mul(m.rss_stride)),
+                what,
+            )?;
+            Ok((v as i64).max(0) as u64)
+        };
+        let anon = counter(m.rss_anon, "mm rss_stat MM_ANONPAGES")?;
+        let file = counter(m.rss_file, "mm rss_stat MM_FILEPAGES")?;
+        let shmem = counter(m.rss_shmem, "mm rss_stat MM_SHMEMPAGES")?;
+        let swap = counter(m.rss_swap, "mm rss_stat MM_SWAPENTS")?;
+        let total_vm = field(m.total_vm, "mm_struct.total_vm")?;
+        let total_rss = anon.wrapping_add(file).wrapping_add(shmem);
+        let start_code = field(m.start_code, "mm_struct.start_code")?;
+        let end_code = field(m.end_code, "mm_struct.end_code")?;
+        let exec_bytes = field(m.exec_vm, "mm_struct.exec_vm")?.wrapping_shl(PAGE_SHIFT);
+        // Executable mappings split into the program's text and the rest (libraries).
+        let text = (end_code.wrapping_add(0xfff) & !0xfff)
+            .wrapping_sub(start_code & !0xfff)
+            .min(exec_bytes);
+        let kb = |pages: u64| pages.wrapping_shl(PAGE_SHIFT - 10);
+        d.vsize = total_vm.wrapping_shl(PAGE_SHIFT);
+        d.rss_pages = total_rss;
+        d.code = (start_code, end_code);
+        d.start_stack = field(m.start_stack, "mm_struct.start_stack")?;
+        d.vm = vec![
+            (
+                "VmPeak".into(),
+                kb(total_vm.max(field(m.hiwater_vm, "mm_struct.hiwater_vm")?)),
+            ),
+            ("VmSize".into(), kb(total_vm)),
+            ("VmLck".into(), kb(field(m.locked_vm, "mm_struct.locked_vm")?)),
+            ("VmPin".into(), kb(field(m.pinned_vm, "mm_struct.pinned_vm")?)),
+            (
+                "VmHWM".into(),
+                kb(total_rss.max(field(m.hiwater_rss, "mm_struct.hiwater_rss")?)),
+            ),
+            ("VmRSS".into(), kb(total_rss)),
+            ("RssAnon".into(), kb(anon)),
+            ("RssFile".into(), kb(file)),
+            ("RssShmem".into(), kb(shmem)),
+            ("VmData".into(), kb(field(m.data_vm, "mm_struct.data_vm")?)),
+            ("VmStk".into(), kb(field(m.stack_vm, "mm_struct.stack_vm")?)),
+            ("VmExe".into(), text >> 10),
+            ("VmLib".into(), exec_bytes.wrapping_sub(text) >> 10),
+            (
+                "VmPTE".into(),
+                field(m.pgtables_bytes, "mm_struct.pgtables_bytes")? >> 10,
+            ),
+            ("VmSwap".into(), kb(swap)),
+        ];
+        if let Some(off) = m.hugetlb_usage {
+            d.vm.push(("HugetlbPages".into(), kb(field(off, "mm_struct.hugetlb_usage")?)));
+        }
+        Ok(())
+    }
+}
+
+fn d_pid(r: &KernelReader, tl: &TaskLayout, task: u64) -> i32 {
+    r.i32(task.wrapping_add(tl.pid), "task_struct.pid").unwrap_or(-1)
+}
+
+/// `new_encode_dev()`: the 32-bit device number userspace sees.
+fn new_encode_dev(dev: u32) -> u32 {
+    let (major, minor) = (dev >> 20, dev & 0xfffff);
+    (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
+}
+
+/// `cputime_adjust()` of kernel/sched/cputime.c without its write-back: scales the sampled
+/// user/system split to the precise runtime, never going below what was reported before
+/// (`prev`). Returns (utime, stime) in nanoseconds.
+fn cputime_adjust(utime: u64, stime: u64, rtime: u64, prev: (u64, u64)) -> (u64, u64) {
+    let (prev_utime, prev_stime) = prev;
+    if prev_stime.saturating_add(prev_utime) >= rtime {
+        return prev;
+    }
+    let mut st = if stime == 0 {
+        0
+    } else if utime == 0 {
+        rtime
+    } else {
+        let scaled = stime as u128 * rtime as u128 / (stime as u128 + utime as u128);
+        (scaled.min(rtime as u128)) as u64
+    };
+    st = st.max(prev_stime);
+    let mut ut = rtime.saturating_sub(st);
+    if ut < prev_utime {
+        ut = prev_utime;
+        st = rtime.saturating_sub(ut);
+    }
+    (ut, st)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tty_numbers_encode_like_new_encode_dev() {
+        // /dev/ttyS0 is 4:64, /dev/pts/3 is 136:3; stat prints 1088 and 34819.
+        assert_eq!(new_encode_dev((4 << 20) | 64), 1088);
+        assert_eq!(new_encode_dev((136 << 20) | 3), 34819);
+        // Minors above 255 move to the high bits.
+        assert_eq!(new_encode_dev((136 << 20) | 0x123), (0x23 | (136 << 8) | (0x100 << 12)));
+    }
+
+    #[test]
+    fn cputime_is_scaled_to_the_runtime_and_never_goes_back() {
+        // Ticks saw 3:1 user:system, the scheduler measured 8 units of runtime.
+        assert_eq!(cputime_adjust(30, 10, 8, (0, 0)), (6, 2));
+        assert_eq!(cputime_adjust(0, 10, 8, (0, 0)), (0, 8));
+        assert_eq!(cputime_adjust(10, 0, 8, (0, 0)), (8, 0));
+        // Already reported more than the runtime: the previous values stand.
+        assert_eq!(cputime_adjust(30, 10, 8, (5, 4)), (5, 4));
+        // Scaled stime below the reported one is lifted, utime takes the rest.
+        assert_eq!(cputime_adjust(30, 10, 10, (1, 5)), (5, 5));
+    }
+}
