@@ -21,7 +21,7 @@ HOST_PACKAGES=(
   qemu-system-x86 qemu-utils busybox-static
   zstd xz-utils cpio python3 socat
   e2fsprogs fdisk util-linux mount
-  gcc pkg-config libxen-dev libclang-dev
+  gcc pkg-config libxen-dev libclang-dev fuse3
 )
 
 install_host_packages() {

@@ -45,6 +45,22 @@ enum Command {
         #[command(flatten)]
         image: ImageArgs,
     },
+    /// One file of the guest's /proc as the guest kernel would print it (e.g. /proc/filesystems,
+    /// /proc/sys/kernel/osrelease, /proc/1/stat); a directory lists its entries.
+    Proc {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// Path in the guest's /proc, with or without the leading /proc.
+        path: String,
+    },
+    /// Mount the guest's /proc (read-only FUSE) at MOUNTPOINT and serve it in the foreground
+    /// until SIGINT/SIGTERM; the mount goes away with this process.
+    Shadowfs {
+        #[command(flatten)]
+        image: ImageArgs,
+        /// An existing empty directory.
+        mountpoint: PathBuf,
+    },
     /// The guest's utsname, like `uname`.
     Uname {
         #[command(flatten)]
@@ -116,6 +132,29 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ps { image } => {
             print_ps(&snapshot(&image)?);
+            Ok(())
+        }
+        Command::Proc { image, path } => {
+            let tree = shadowfs::ProcTree::new(snapshot(&image)?);
+            match tree.render(&path)? {
+                shadowfs::Rendered::File(bytes) => {
+                    use std::io::Write;
+                    std::io::stdout()
+                        .write_all(&bytes)
+                        .context("writing to standard output")?;
+                }
+                shadowfs::Rendered::Dir(entries) => {
+                    for e in entries {
+                        println!("{}", e.name);
+                    }
+                }
+                shadowfs::Rendered::Symlink(target) => println!("{target}"),
+            }
+            Ok(())
+        }
+        Command::Shadowfs { image, mountpoint } => {
+            let tree = shadowfs::ProcTree::new(snapshot(&image)?);
+            shadowfs::serve(tree, &mountpoint)?;
             Ok(())
         }
         Command::Uname { image, all } => {

@@ -1,0 +1,741 @@
+//! Pure rendering: the guest's `/proc` tree as the kernel would print it, from a snapshot.
+//!
+//! [`ProcTree::new`] lays out once which paths exist (directories, files, symlinks) from the
+//! snapshot; [`ProcTree::render`] produces one node. Nothing here touches dom0 except
+//! `sys/kernel/random/uuid`, which reads fresh randomness like the kernel does per read.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use introspect::linux::{GuestSnapshot, Task};
+
+/// Hidden directory under which the caller's own dom0 `/proc/<pid>` is served (see the crate
+/// documentation for the `self` rule).
+pub const CALLER_DIR: &str = ".dormouse-caller";
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("/proc/{0}: no such file in the guest's /proc (the snapshot does not have it)")]
+    NotFound(String),
+    #[error("/proc/{0}: is a directory; name a file in it")]
+    IsDirectory(String),
+    #[error("/proc/{0}: the caller's own entries come from dom0 at run time (FUSE), not from the snapshot")]
+    CallerOnly(String),
+}
+
+/// What a path is in the shadow /proc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    File(Vec<u8>),
+    Dir(Vec<DirEntry>),
+    Symlink(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirEntry {
+    pub name: String,
+    pub kind: Kind,
+}
+
+/// Static attributes of a node, like procfs gives them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    pub kind: Kind,
+    pub mode: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+}
+
+/// How a file's bytes are produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Version,
+    Cmdline,
+    Filesystems,
+    Modules,
+    Mounts,
+    Meminfo,
+    Cpuinfo,
+    Uptime,
+    Loadavg,
+    Stat,
+    Swaps,
+    /// A fixed value, printed with a trailing newline (sysctls).
+    Line(String),
+    Uuid,
+    TaskStat(usize),
+    TaskStatus(usize),
+    TaskCmdline(usize),
+    TaskComm(usize),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Node {
+    Dir {
+        children: Vec<DirEntry>,
+        attr: Attr,
+    },
+    File {
+        source: Source,
+        attr: Attr,
+    },
+    Symlink {
+        target: String,
+        attr: Attr,
+    },
+    /// `self` / `thread-self`: their target depends on the caller.
+    CallerLink {
+        thread: bool,
+    },
+}
+
+/// The layout of the guest's /proc, built once from a snapshot.
+pub struct ProcTree {
+    snapshot: GuestSnapshot,
+    nodes: BTreeMap<String, Node>,
+}
+
+/// Renders one path of the guest's `/proc` (`/proc/filesystems`, `sys/kernel/osrelease`, `1/stat`,
+/// `/` for the root listing). Builds the tree each call; keep a [`ProcTree`] for many reads.
+pub fn render(snapshot: &GuestSnapshot, path: &str) -> Result<Rendered, RenderError> {
+    ProcTree::new(snapshot.clone()).render(path)
+}
+
+/// `path` relative to the /proc root, without leading or trailing slashes; `""` is the root.
+pub fn normalize(path: &str) -> String {
+    let p = path
+        .strip_prefix("/proc")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+        .unwrap_or(path);
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+const fn attr(kind: Kind, mode: u16) -> Attr {
+    Attr {
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        nlink: if matches!(kind, Kind::Dir) { 2 } else { 1 },
+    }
+}
+
+impl ProcTree {
+    pub fn new(snapshot: GuestSnapshot) -> ProcTree {
+        let mut files: BTreeMap<String, (Source, Attr)> = BTreeMap::new();
+        let mut links: BTreeMap<String, (String, Attr)> = BTreeMap::new();
+        let ro = attr(Kind::File, 0o444);
+        let rw = attr(Kind::File, 0o644);
+        let s = &snapshot;
+        files.insert("version".into(), (Source::Version, ro));
+        if s.kernel.cmdline.is_some() {
+            files.insert("cmdline".into(), (Source::Cmdline, ro));
+        }
+        files.insert("filesystems".into(), (Source::Filesystems, ro));
+        files.insert("modules".into(), (Source::Modules, ro));
+        files.insert("mounts".into(), (Source::Mounts, ro));
+        let sys = &s.system;
+        if !sys.meminfo.is_empty() {
+            files.insert("meminfo".into(), (Source::Meminfo, ro));
+        }
+        if !sys.cpus.is_empty() {
+            files.insert("cpuinfo".into(), (Source::Cpuinfo, ro));
+        }
+        if sys.uptime_ns.is_some() && sys.idle_ns.is_some() {
+            files.insert("uptime".into(), (Source::Uptime, ro));
+        }
+        if sys.avenrun.is_some() && sys.nr_running.is_some() && sys.nr_threads.is_some() && sys.last_pid.is_some() {
+            files.insert("loadavg".into(), (Source::Loadavg, ro));
+        }
+        if !sys.cpu_times.is_empty() {
+            files.insert("stat".into(), (Source::Stat, ro));
+        }
+        if swaps_known(s) {
+            files.insert("swaps".into(), (Source::Swaps, ro));
+        }
+        // /proc/sys from the sysctls the snapshot read.
+        for (key, value) in &s.sysctl {
+            if let Some(path) = sysctl_path(key) {
+                let read_only = matches!(
+                    path.as_str(),
+                    "sys/kernel/osrelease"
+                        | "sys/kernel/ostype"
+                        | "sys/kernel/version"
+                        | "sys/kernel/random/boot_id"
+                        | "sys/kernel/cap_last_cap"
+                        | "sys/kernel/bootloader_type"
+                        | "sys/kernel/bootloader_version"
+                );
+                files.insert(path, (Source::Line(value.clone()), if read_only { ro } else { rw }));
+            }
+        }
+        // utsname and boot_id are also known outside the sysctl table.
+        let uts = [
+            ("ostype", &s.uts.sysname, ro),
+            ("osrelease", &s.uts.release, ro),
+            ("version", &s.uts.version, ro),
+            ("hostname", &s.uts.nodename, rw),
+            ("domainname", &s.uts.domainname, rw),
+        ];
+        for (name, value, a) in uts {
+            if !value.is_empty() {
+                files
+                    .entry(format!("sys/kernel/{name}"))
+                    .or_insert_with(|| (Source::Line(value.clone()), a));
+            }
+        }
+        if let Some(id) = &s.boot_id {
+            files
+                .entry("sys/kernel/random/boot_id".into())
+                .or_insert_with(|| (Source::Line(id.clone()), ro));
+        }
+        files.insert("sys/kernel/random/uuid".into(), (Source::Uuid, ro));
+        // Per process: thread-group leaders only, like /proc's listing.
+        let mut seen = BTreeSet::new();
+        for (i, t) in s.tasks.iter().enumerate() {
+            if t.pid != t.tgid || t.pid <= 0 || !seen.insert(t.pid) {
+                continue;
+            }
+            let (uid, gid) = task_owner(t);
+            let own = |mut a: Attr| {
+                a.uid = uid;
+                a.gid = gid;
+                a
+            };
+            let p = t.pid;
+            files.insert(format!("{p}/stat"), (Source::TaskStat(i), own(ro)));
+            files.insert(format!("{p}/status"), (Source::TaskStatus(i), own(ro)));
+            files.insert(format!("{p}/comm"), (Source::TaskComm(i), own(rw)));
+            if t.cmdline.is_some() {
+                files.insert(format!("{p}/cmdline"), (Source::TaskCmdline(i), own(ro)));
+            }
+            if let Some(d) = &t.detail {
+                for (name, target) in [("root", &d.root), ("cwd", &d.cwd), ("exe", &d.exe)] {
+                    if let Some(target) = target {
+                        links.insert(format!("{p}/{name}"), (target.clone(), own(attr(Kind::Symlink, 0o777))));
+                    }
+                }
+            }
+        }
+
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        let mut children: BTreeMap<String, BTreeMap<String, Kind>> = BTreeMap::new();
+        children.insert(String::new(), BTreeMap::new());
+        let mut dir_owner: BTreeMap<String, (u32, u32)> = BTreeMap::new();
+        let mut add_parents =
+            |path: &str, kind: Kind, owner: (u32, u32), children: &mut BTreeMap<_, BTreeMap<_, _>>| {
+                let mut kind = kind;
+                let mut cur = path.to_owned();
+                loop {
+                    let (parent, name) = match cur.rsplit_once('/') {
+                        Some((p, n)) => (p.to_owned(), n.to_owned()),
+                        None => (String::new(), cur.clone()),
+                    };
+                    let entry: &mut BTreeMap<String, Kind> = children.entry(parent.clone()).or_default();
+                    let existed = entry.contains_key(&name);
+                    entry.insert(name, kind);
+                    if !parent.is_empty() && parent.split('/').count() == 1 && parent.parse::<i32>().is_ok() {
+                        dir_owner.insert(parent.clone(), owner);
+                    }
+                    if existed || parent.is_empty() {
+                        break;
+                    }
+                    kind = Kind::Dir;
+                    cur = parent;
+                }
+            };
+        for (path, (source, a)) in files {
+            add_parents(&path, Kind::File, (a.uid, a.gid), &mut children);
+            nodes.insert(path, Node::File { source, attr: a });
+        }
+        for (path, (target, a)) in links {
+            add_parents(&path, Kind::Symlink, (a.uid, a.gid), &mut children);
+            nodes.insert(path, Node::Symlink { target, attr: a });
+        }
+        for (name, thread) in [("self", false), ("thread-self", true)] {
+            children
+                .entry(String::new())
+                .or_default()
+                .insert(name.into(), Kind::Symlink);
+            nodes.insert(name.into(), Node::CallerLink { thread });
+        }
+        for (dir, entries) in children {
+            let subdirs = entries.values().filter(|k| matches!(k, Kind::Dir)).count() as u32;
+            let mut list: Vec<DirEntry> = entries
+                .into_iter()
+                .map(|(name, kind)| DirEntry { name, kind })
+                .collect();
+            // procfs order: the root's fixed entries by (length, name), then pids ascending;
+            // elsewhere by name.
+            list.sort_by(|a, b| match (a.name.parse::<u64>(), b.name.parse::<u64>()) {
+                (Ok(x), Ok(y)) => x.cmp(&y),
+                (Ok(_), Err(_)) => std::cmp::Ordering::Greater,
+                (Err(_), Ok(_)) => std::cmp::Ordering::Less,
+                _ if dir.is_empty() => (a.name.len(), &a.name).cmp(&(b.name.len(), &b.name)),
+                _ => a.name.cmp(&b.name),
+            });
+            let (uid, gid) = dir_owner.get(&dir).copied().unwrap_or((0, 0));
+            let a = Attr {
+                kind: Kind::Dir,
+                mode: 0o555,
+                uid,
+                gid,
+                nlink: 2 + subdirs,
+            };
+            nodes.insert(
+                dir,
+                Node::Dir {
+                    children: list,
+                    attr: a,
+                },
+            );
+        }
+        ProcTree { snapshot, nodes }
+    }
+
+    pub fn snapshot(&self) -> &GuestSnapshot {
+        &self.snapshot
+    }
+
+    /// Every path of the tree (the root is `""`), in sorted order; `self`/`thread-self` included.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// Attributes of `path`, or `None` when it does not exist. `self`/`thread-self` are symlinks.
+    pub fn attr(&self, path: &str) -> Option<Attr> {
+        match self.nodes.get(&normalize(path))? {
+            Node::Dir { attr, .. } | Node::File { attr, .. } | Node::Symlink { attr, .. } => Some(*attr),
+            Node::CallerLink { .. } => Some(attr(Kind::Symlink, 0o777)),
+        }
+    }
+
+    /// Whether `path` is `self` or `thread-self` (target depends on the caller).
+    pub fn caller_link(&self, path: &str) -> Option<bool> {
+        match self.nodes.get(&normalize(path))? {
+            Node::CallerLink { thread } => Some(*thread),
+            _ => None,
+        }
+    }
+
+    /// The node at `path`: a file's bytes, a directory's entries or a symlink's target.
+    pub fn render(&self, path: &str) -> Result<Rendered, RenderError> {
+        let path = normalize(path);
+        match self.nodes.get(&path) {
+            None => Err(RenderError::NotFound(path)),
+            Some(Node::Dir { children, .. }) => Ok(Rendered::Dir(children.clone())),
+            Some(Node::Symlink { target, .. }) => Ok(Rendered::Symlink(target.clone())),
+            Some(Node::CallerLink { .. }) => Err(RenderError::CallerOnly(path)),
+            Some(Node::File { source, .. }) => Ok(Rendered::File(self.file(source))),
+        }
+    }
+
+    /// A file's bytes; `IsDirectory`/`NotFound` otherwise.
+    pub fn read(&self, path: &str) -> Result<Vec<u8>, RenderError> {
+        match self.render(path)? {
+            Rendered::File(bytes) => Ok(bytes),
+            Rendered::Dir(_) => Err(RenderError::IsDirectory(normalize(path))),
+            Rendered::Symlink(_) => Err(RenderError::NotFound(normalize(path))),
+        }
+    }
+
+    fn file(&self, source: &Source) -> Vec<u8> {
+        let s = &self.snapshot;
+        let text = match source {
+            Source::Version => format!("{}\n", s.kernel.banner),
+            Source::Cmdline => format!("{}\n", s.kernel.cmdline.as_deref().unwrap_or("")),
+            Source::Filesystems => s.filesystems.iter().fold(String::new(), |mut out, f| {
+                let _ = writeln!(out, "{}\t{}", if f.nodev { "nodev" } else { "" }, f.name);
+                out
+            }),
+            Source::Modules => modules(s),
+            Source::Mounts => mounts(s),
+            Source::Meminfo => meminfo(s),
+            Source::Cpuinfo => cpuinfo(s),
+            Source::Uptime => uptime(s),
+            Source::Loadavg => loadavg(s),
+            Source::Stat => stat(s),
+            Source::Swaps => swaps(s),
+            Source::Line(v) => format!("{v}\n"),
+            Source::Uuid => format!("{}\n", random_uuid()),
+            Source::TaskStat(i) => task_stat(&s.tasks[*i]),
+            Source::TaskStatus(i) => task_status(&s.tasks[*i]),
+            Source::TaskComm(i) => format!("{}\n", s.tasks[*i].comm),
+            Source::TaskCmdline(i) => {
+                let mut out = Vec::new();
+                for arg in s.tasks[*i].cmdline.iter().flatten() {
+                    out.extend_from_slice(arg.as_bytes());
+                    out.push(0);
+                }
+                return out;
+            }
+        };
+        text.into_bytes()
+    }
+}
+
+/// `/proc/PID/*` belongs to the task's effective ids, like procfs (`task_dump_owner`).
+fn task_owner(t: &Task) -> (u32, u32) {
+    match &t.detail {
+        Some(d) => (d.euid, d.egid),
+        None => (t.uid, t.gid),
+    }
+}
+
+/// `net.ipv6.conf.eth0.100.accept_ra` → `sys/net/ipv6/conf/eth0.100/accept_ra` (interface names
+/// may hold dots; the setting never does). `None` for names that would escape the tree.
+pub fn sysctl_path(key: &str) -> Option<String> {
+    let path = ["net.ipv6.conf.", "net.ipv4.conf.", "net.ipv6.neigh.", "net.ipv4.neigh."]
+        .iter()
+        .find_map(|prefix| {
+            let rest = key.strip_prefix(prefix)?;
+            let (dev, setting) = rest.rsplit_once('.')?;
+            Some(format!("sys/{}{dev}/{setting}", prefix.replace('.', "/")))
+        })
+        .unwrap_or_else(|| format!("sys/{}", key.replace('.', "/")));
+    let bad = path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    (!bad).then_some(path)
+}
+
+/// Whether the snapshot knows the swap table: meminfo says how much swap there is, and the
+/// list accounts for it.
+fn swaps_known(s: &GuestSnapshot) -> bool {
+    let total = s.system.meminfo.iter().find(|(k, _)| k == "SwapTotal").map(|(_, v)| *v);
+    match total {
+        Some(0) => s.system.swaps.is_empty(),
+        Some(_) => !s.system.swaps.is_empty(),
+        None => false,
+    }
+}
+
+/// `seq_escape`/`mangle`: octal escapes for the characters that would break the line format.
+fn mangle(s: &str, special: &[u8]) -> String {
+    mangle_utf8(s, special)
+}
+
+fn mangle_utf8(s: &str, special: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_ascii() && special.contains(&(c as u8)) {
+            let _ = write!(out, "\\{:03o}", c as u8);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `/proc/modules` (kernel/module/procfs.c `m_show`). The snapshot has no "used by" list, so
+/// that column is `-`; the load address is printed as `kptr_restrict` hides it from readers
+/// without CAP_SYSLOG (zeros), because the snapshot records the `struct module` address, not
+/// the module's text base.
+fn modules(s: &GuestSnapshot) -> String {
+    let mut out = String::new();
+    for m in &s.modules {
+        let _ = write!(out, "{} {}", m.name, m.size);
+        match m.refcount {
+            // `module.refcnt` is biased by MODULE_REF_BASE (1); module_refcount() subtracts it.
+            Some(r) => {
+                let _ = write!(out, " {} - ", r.saturating_sub(1));
+            }
+            // Without CONFIG_MODULE_UNLOAD the kernel prints " - -".
+            None => out.push_str(" - - "),
+        }
+        let _ = writeln!(out, "{} 0x0000000000000000", m.state);
+    }
+    out
+}
+
+/// `/proc/mounts` (fs/proc_namespace.c `show_vfsmnt`).
+fn mounts(s: &GuestSnapshot) -> String {
+    let mut out = String::new();
+    for m in &s.mounts {
+        let sp = b" \t\n\\";
+        let _ = writeln!(
+            out,
+            "{} {} {} {} 0 0",
+            mangle(&m.device, sp),
+            mangle(&m.mountpoint, sp),
+            mangle(&m.fstype, sp),
+            mangle(&m.options, sp)
+        );
+    }
+    out
+}
+
+/// `/proc/meminfo` (fs/proc/meminfo.c): 16-column labels, 8-column values.
+fn meminfo(s: &GuestSnapshot) -> String {
+    let mut out = String::new();
+    for (name, value) in &s.system.meminfo {
+        let label = format!("{name}:");
+        let unit = if name.starts_with("HugePages_") { "" } else { " kB" };
+        if label.len() >= 16 {
+            // "HardwareCorrupted: %5lu kB"
+            let _ = writeln!(out, "{label} {value:>5}{unit}");
+        } else {
+            let _ = writeln!(out, "{label:<16}{value:>8}{unit}");
+        }
+    }
+    out
+}
+
+/// `/proc/cpuinfo` (arch/x86/kernel/cpu/proc.c `show_cpuinfo`): the lines the snapshot has.
+fn cpuinfo(s: &GuestSnapshot) -> String {
+    let mut out = String::new();
+    for c in &s.system.cpus {
+        let _ = writeln!(out, "processor\t: {}", c.processor);
+        let _ = writeln!(
+            out,
+            "vendor_id\t: {}",
+            if c.vendor_id.is_empty() {
+                "unknown"
+            } else {
+                &c.vendor_id
+            }
+        );
+        let _ = writeln!(out, "cpu family\t: {}", c.family);
+        let _ = writeln!(out, "model\t\t: {}", c.model);
+        let _ = writeln!(
+            out,
+            "model name\t: {}",
+            if c.model_name.is_empty() {
+                "unknown"
+            } else {
+                &c.model_name
+            }
+        );
+        let _ = writeln!(out, "stepping\t: {}", c.stepping);
+        if let Some(m) = c.microcode {
+            let _ = writeln!(out, "microcode\t: 0x{m:x}");
+        }
+        if let Some(mhz) = c.mhz {
+            let _ = writeln!(out, "cpu MHz\t\t: {mhz:.3}");
+        }
+        if let Some(kb) = c.cache_size_kb {
+            let _ = writeln!(out, "cache size\t: {kb} KB");
+        }
+        if let (Some(p), Some(sib), Some(core), Some(cores)) = (c.physical_id, c.siblings, c.core_id, c.cpu_cores) {
+            let _ = writeln!(
+                out,
+                "physical id\t: {p}\nsiblings\t: {sib}\ncore id\t\t: {core}\ncpu cores\t: {cores}"
+            );
+        }
+        if let Some(a) = c.apicid {
+            let _ = writeln!(out, "apicid\t\t: {a}");
+        }
+        let _ = writeln!(out, "flags\t\t: {}", c.flags.join(" "));
+        let _ = writeln!(out, "bugs\t\t: {}", c.bugs.join(" "));
+        if let Some(b) = c.bogomips {
+            let _ = writeln!(out, "bogomips\t: {b:.2}");
+        }
+        if let Some(v) = c.clflush_size {
+            let _ = writeln!(out, "clflush size\t: {v}");
+        }
+        if let Some(v) = c.cache_alignment {
+            let _ = writeln!(out, "cache_alignment\t: {v}");
+        }
+        if let Some((p, v)) = c.address_sizes {
+            let _ = writeln!(out, "address sizes\t: {p} bits physical, {v} bits virtual");
+        }
+        out.push_str("power management:\n\n");
+    }
+    out
+}
+
+/// `/proc/uptime`: seconds and hundredths, truncated.
+fn uptime(s: &GuestSnapshot) -> String {
+    let f = |ns: u64| format!("{}.{:02}", ns / 1_000_000_000, ns % 1_000_000_000 / 10_000_000);
+    format!(
+        "{} {}\n",
+        f(s.system.uptime_ns.unwrap_or(0)),
+        f(s.system.idle_ns.unwrap_or(0))
+    )
+}
+
+/// `/proc/loadavg` (fs/proc/loadavg.c): LOAD_INT/LOAD_FRAC of avenrun + FIXED_1/200.
+fn loadavg(s: &GuestSnapshot) -> String {
+    const FSHIFT: u32 = 11;
+    const FIXED_1: u64 = 1 << FSHIFT;
+    let avg = s.system.avenrun.unwrap_or([0; 3]).map(|a| {
+        let a = a.saturating_add(FIXED_1 / 200);
+        format!("{}.{:02}", a >> FSHIFT, ((a & (FIXED_1 - 1)) * 100) >> FSHIFT)
+    });
+    format!(
+        "{} {} {} {}/{} {}\n",
+        avg[0],
+        avg[1],
+        avg[2],
+        s.system.nr_running.unwrap_or(0),
+        s.system.nr_threads.unwrap_or(0),
+        s.system.last_pid.unwrap_or(0)
+    )
+}
+
+/// `/proc/stat` (fs/proc/stat.c): the cpu lines and the counters the snapshot has. The `intr`
+/// and `softirq` lines need per-IRQ counters the snapshot does not carry; they are left out.
+fn stat(s: &GuestSnapshot) -> String {
+    let sys = &s.system;
+    let mut out = String::new();
+    let mut total = [0u64; 10];
+    for cpu in &sys.cpu_times {
+        for (t, v) in total.iter_mut().zip(cpu) {
+            *t = t.saturating_add(*v);
+        }
+    }
+    let line = |out: &mut String, name: &str, v: &[u64; 10]| {
+        out.push_str(name);
+        for x in v {
+            let _ = write!(out, " {x}");
+        }
+        out.push('\n');
+    };
+    line(&mut out, "cpu ", &total);
+    for (i, cpu) in sys.cpu_times.iter().enumerate() {
+        line(&mut out, &format!("cpu{i}"), cpu);
+    }
+    if let Some(v) = sys.context_switches {
+        let _ = writeln!(out, "ctxt {v}");
+    }
+    if let Some(v) = sys.boot_time {
+        let _ = writeln!(out, "btime {v}");
+    }
+    if let Some(v) = sys.forks {
+        let _ = writeln!(out, "processes {v}");
+    }
+    if let Some(v) = sys.nr_running {
+        let _ = writeln!(out, "procs_running {v}");
+    }
+    if let Some(v) = sys.procs_blocked {
+        let _ = writeln!(out, "procs_blocked {v}");
+    }
+    out
+}
+
+/// `/proc/swaps` (mm/swapfile.c `swap_show`).
+fn swaps(s: &GuestSnapshot) -> String {
+    let mut out = String::from("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
+    for sw in &s.system.swaps {
+        let name = mangle(&sw.filename, b" \t\n\\");
+        let pad = if name.len() < 40 { 40 - name.len() } else { 1 };
+        let kind = if sw.kind == "partition" { "partition" } else { "file\t" };
+        let _ = writeln!(
+            out,
+            "{name}{:pad$}{kind}\t{}\t{}{}\t{}{}",
+            "",
+            sw.size_kb,
+            if sw.size_kb < 10_000_000 { "\t" } else { "" },
+            sw.used_kb,
+            if sw.used_kb < 10_000_000 { "\t" } else { "" },
+            sw.priority
+        );
+    }
+    out
+}
+
+/// `/proc/PID/stat` (fs/proc/array.c `do_task_stat`). Fields 1-4 always; with the task's
+/// detail, the fields after them up to the first one the snapshot does not carry (field 11,
+/// `cminflt`): positional fields cannot be skipped, and none is made up.
+fn task_stat(t: &Task) -> String {
+    let mut out = format!("{} ({}) {} {}", t.pid, t.comm, t.state, t.ppid);
+    if let Some(d) = &t.detail {
+        let _ = write!(
+            out,
+            " {} {} {} {} {} {}",
+            d.pgrp, d.session, d.tty_nr, d.tpgid, d.flags, d.minflt
+        );
+    }
+    out.push('\n');
+    out
+}
+
+fn state_name(state: char) -> &'static str {
+    match state {
+        'R' => "R (running)",
+        'S' => "S (sleeping)",
+        'D' => "D (disk sleep)",
+        'T' => "T (stopped)",
+        't' => "t (tracing stop)",
+        'X' => "X (dead)",
+        'Z' => "Z (zombie)",
+        'P' => "P (parked)",
+        'I' => "I (idle)",
+        _ => "? (unknown)",
+    }
+}
+
+/// `/proc/PID/status` (fs/proc/array.c `proc_pid_status`): the lines the snapshot has, in the
+/// kernel's order.
+fn task_status(t: &Task) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:\t{}", mangle_utf8(&t.comm, b"\n\\"));
+    if let Some(u) = t.detail.as_ref().and_then(|d| d.umask) {
+        let _ = writeln!(out, "Umask:\t{u:04o}");
+    }
+    let _ = writeln!(out, "State:\t{}", state_name(t.state));
+    let _ = writeln!(out, "Tgid:\t{}", t.tgid);
+    let _ = writeln!(out, "Pid:\t{}", t.pid);
+    let _ = writeln!(out, "PPid:\t{}", t.ppid);
+    let Some(d) = &t.detail else {
+        return out;
+    };
+    let _ = writeln!(out, "Uid:\t{}\t{}\t{}\t{}", t.uid, d.euid, d.suid, d.fsuid);
+    let _ = writeln!(out, "Gid:\t{}\t{}\t{}\t{}", t.gid, d.egid, d.sgid, d.fsgid);
+    out.push_str("Groups:\t");
+    for g in &d.groups {
+        let _ = write!(out, "{g} ");
+    }
+    out.push('\n');
+    for (name, kb) in &d.vm {
+        let _ = writeln!(out, "{name}:\t{kb:>8} kB");
+    }
+    if !d.threads.is_empty() {
+        let _ = writeln!(out, "Threads:\t{}", d.threads.len());
+    }
+    let _ = writeln!(out, "SigBlk:\t{:016x}", d.sig_blocked);
+    let _ = writeln!(out, "SigIgn:\t{:016x}", d.sig_ignored);
+    let _ = writeln!(out, "SigCgt:\t{:016x}", d.sig_caught);
+    for (name, v) in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"].iter().zip(d.caps) {
+        let _ = writeln!(out, "{name}:\t{v:016x}");
+    }
+    out
+}
+
+/// A random (version 4) UUID, fresh per call like the kernel's `random/uuid`.
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    let mut filled = 0;
+    while filled < b.len() {
+        // SAFETY: the pointer and length describe the unfilled tail of `b`, which lives for the
+        // whole call; getrandom(2) writes at most that many bytes.
+        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
+        if n <= 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        filled += n as usize;
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
