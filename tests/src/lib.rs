@@ -138,18 +138,3 @@ pub fn decompressed(fixtures: &Path, rel: &str) -> PathBuf {
     std::fs::rename(&tmp, &out).expect("move the decompressed fixture into place");
     out
 }
-
-/// The `dormouse` binary of this build (`cargo test --workspace` and nextest build it).
-pub fn dormouse_bin() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
-    let bin = target.join(profile).join("dormouse");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `cargo build -p dormouse` first",
-        bin.display()
-    );
-    bin
-}

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use dormouse_tests::{decompressed, dormouse_bin, xen_fixtures};
+use dormouse_tests::{decompressed, xen_fixtures};
+
+use crate::dormouse_bin;
 
 /// A bare ext4 filesystem image (no partition table, as Xen PV `xvda1` disks often are)
 /// holding a minimal root with the given /boot files.

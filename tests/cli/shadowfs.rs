@@ -7,10 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dormouse_tests::{decompressed, dormouse_bin, testbed, xen_fixtures};
+use dormouse_tests::{decompressed, testbed, xen_fixtures};
 use introspect::linux::GuestSnapshot;
 use serde_json::Value;
 use shadowfs::ProcTree;
+
+use crate::dormouse_bin;
 
 struct Case {
     name: &'static str,
