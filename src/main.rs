@@ -332,7 +332,12 @@ fn print_ps(s: &GuestSnapshot) {
     println!("{:>7} {:>7} {:>6} {:>6} STAT COMMAND", "PID", "PPID", "UID", "GID");
     for t in &s.tasks {
         let command = match &t.cmdline {
-            Some(args) if !args.is_empty() => args.join(" "),
+            // Like procps: control characters in guest-written arguments print as '?'.
+            Some(args) if !args.is_empty() => args
+                .join(" ")
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect(),
             _ => format!("[{}]", t.comm),
         };
         println!(
