@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use introspect::linux::{GuestSnapshot, InspectError, ProfileFiles, snapshot};
@@ -146,6 +146,65 @@ fn check(case: &Case, s: &GuestSnapshot) {
         compared += 1;
     }
     assert!(compared > 40, "{name}: only {compared} ipv6 sysctls compared");
+
+    // IPv4: no ground truth captured these, and every guest is freshly booted without sysctl
+    // settings, so they must hold the kernel's defaults (net/ipv4/devinet.c `ipv4_devconf`
+    // for `all`, `ipv4_devconf_dflt` for `default` and new interfaces; loopback_dev_init
+    // turns on NOXFRM and NOPOLICY for lo).
+    let ipv4 = |key: &str| s.sysctl.get(&format!("net.ipv4.{key}")).map(String::as_str);
+    assert_eq!(ipv4("ip_forward"), Some("0"), "{name}: net.ipv4.ip_forward");
+    let ifaces: BTreeSet<String> = match case.truth["commands"]["ip-link"].as_str() {
+        // "2: dummy0: <...>": the interface names the guest listed.
+        Some(text) => text
+            .lines()
+            .filter(|l| !l.starts_with(' '))
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .collect(),
+        None => s.interfaces.iter().map(|i| i.name.clone()).collect(),
+    };
+    // sysctl spells a dot in an interface name as a slash.
+    let mut ifaces: BTreeSet<String> = ifaces.into_iter().map(|n| n.replace('.', "/")).collect();
+    ifaces.extend(["all".to_owned(), "default".to_owned()]);
+    let confs: BTreeSet<String> = s
+        .sysctl
+        .keys()
+        .filter_map(|k| k.strip_prefix("net.ipv4.conf."))
+        .filter_map(|k| k.rsplit_once('.').map(|(dev, _)| dev.to_owned()))
+        .collect();
+    assert_eq!(confs, ifaces, "{name}: net.ipv4.conf directories");
+    for dev in &confs {
+        let settings = s
+            .sysctl
+            .keys()
+            .filter(|k| k.starts_with(&format!("net.ipv4.conf.{dev}.")))
+            .count();
+        // Linux 6.1 has 33 per-device IPv4 settings.
+        assert_eq!(settings, 33, "{name}: net.ipv4.conf.{dev}.*");
+        let lo = dev == "lo";
+        for (key, value) in [
+            ("forwarding", "0"),
+            ("mc_forwarding", "0"),
+            ("accept_redirects", "1"),
+            ("secure_redirects", "1"),
+            ("send_redirects", "1"),
+            ("shared_media", "1"),
+            ("accept_source_route", if dev == "all" { "0" } else { "1" }),
+            ("rp_filter", "0"),
+            ("arp_ignore", "0"),
+            ("arp_evict_nocarrier", "1"),
+            ("igmpv2_unsolicited_report_interval", "10000"),
+            ("igmpv3_unsolicited_report_interval", "1000"),
+            ("disable_xfrm", if lo { "1" } else { "0" }),
+            ("disable_policy", if lo { "1" } else { "0" }),
+        ] {
+            assert_eq!(
+                ipv4(&format!("conf.{dev}.{key}")),
+                Some(value),
+                "{name}: net.ipv4.conf.{dev}.{key}"
+            );
+        }
+    }
 
     // Mounts: device, mountpoint and type exactly; our options are the generic subset.
     let mounts: Vec<Vec<&str>> = proc_file(case, "/proc/mounts")

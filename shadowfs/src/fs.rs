@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
-    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, MountOption,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
-    SessionACL, WriteFlags,
+    BackingId, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry,
+    ReplyOpen, ReplyWrite, Request, SessionACL, WriteFlags,
 };
 
 use crate::render::{Attr, CALLER_DIR, Kind, ProcTree, Rendered};
@@ -25,6 +25,13 @@ const CALLER_TTL: Duration = Duration::ZERO;
 const CALLER_INO_BASE: u64 = 1 << 40;
 /// Largest dom0 file served through `self` (pagemap, mem and the like are not for reading whole).
 const CALLER_READ_LIMIT: u64 = 16 << 20;
+/// Guest files whose bytes change on every read (the kernel's fresh random UUID): rendered per
+/// open and served through the server; every other guest file is rendered once and kept.
+const VOLATILE: [&str; 1] = ["sys/kernel/random/uuid"];
+/// Backing files kept registered after their last close (at least a page of kernel memory
+/// each); beyond these, a file's backing lives only while it is open and a later open
+/// registers it again.
+const PINNED_BACKINGS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
@@ -46,6 +53,14 @@ pub struct ShadowFs {
     caller: RwLock<(Vec<String>, HashMap<String, u64>)>,
     handles: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
     next_fh: AtomicU64,
+    /// Renderings of immutable guest files, by inode (the snapshot never changes).
+    rendered: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    /// Whether the kernel agreed to FUSE passthrough (and registering backing files works).
+    passthrough: AtomicBool,
+    /// Immutable guest files as kernel backing files (sealed memfds): reads of an open file then
+    /// never reach this server. At most one per inode at a time, as the kernel requires for
+    /// concurrent opens of the same inode.
+    backing: Mutex<Backings>,
     /// dom0's procfs, where the caller's own entries come from.
     host_proc: PathBuf,
     mounted_at: SystemTime,
@@ -70,6 +85,9 @@ impl ShadowFs {
             caller: RwLock::new((Vec::new(), HashMap::new())),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            rendered: Mutex::new(HashMap::new()),
+            passthrough: AtomicBool::new(false),
+            backing: Mutex::new(Backings::default()),
             host_proc,
             mounted_at: SystemTime::now(),
         }
@@ -257,6 +275,84 @@ impl ShadowFs {
     }
 }
 
+impl ShadowFs {
+    /// A guest file's rendering: once per inode for immutable files, per call for volatile ones.
+    fn guest_bytes(&self, req: &Request, ino: u64, path: &str) -> Result<(Arc<Vec<u8>>, bool), Errno> {
+        if VOLATILE.contains(&path) {
+            return Ok((Arc::new(self.contents(req, path)?), false));
+        }
+        if let Some(bytes) = self.rendered.lock().ok().and_then(|m| m.get(&ino).cloned()) {
+            return Ok((bytes, true));
+        }
+        let bytes = Arc::new(self.contents(req, path)?);
+        if let Ok(mut m) = self.rendered.lock() {
+            m.entry(ino).or_insert_with(|| Arc::clone(&bytes));
+        }
+        Ok((bytes, true))
+    }
+
+    /// The backing file of an immutable guest file for passthrough reads, registered on first
+    /// use. `None` when passthrough is off or registering fails (then it is turned off: reads go
+    /// through the server).
+    fn backing_for(&self, reply: &ReplyOpen, ino: u64, bytes: &[u8]) -> Option<Arc<BackingId>> {
+        if !self.passthrough.load(Ordering::Relaxed) {
+            return None;
+        }
+        // Held while registering: concurrent first opens of one inode must share one backing id.
+        let mut backing = self.backing.lock().ok()?;
+        if let Some(id) = backing.by_ino.get(&ino).and_then(Weak::upgrade) {
+            return Some(id);
+        }
+        let registered = sealed_memfd(bytes).and_then(|fd| reply.open_backing(&fd));
+        match registered {
+            Ok(id) => {
+                let id = Arc::new(id);
+                backing.by_ino.insert(ino, Arc::downgrade(&id));
+                if backing.pinned.len() < PINNED_BACKINGS {
+                    backing.pinned.push(Arc::clone(&id));
+                }
+                Some(id)
+            }
+            Err(e) => {
+                tracing::warn!("FUSE passthrough unavailable ({e}); serving reads from the server");
+                self.passthrough.store(false, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+}
+
+/// Registered backing files: weakly by inode; strongly by the open handles using them and, for
+/// the first [`PINNED_BACKINGS`], for the mount's lifetime.
+#[derive(Default)]
+struct Backings {
+    by_ino: HashMap<u64, Weak<BackingId>>,
+    by_fh: HashMap<u64, Arc<BackingId>>,
+    pinned: Vec<Arc<BackingId>>,
+}
+
+/// A sealed (read-only, fixed-size) memfd holding `bytes`; the kernel keeps its own reference
+/// once it is registered as a backing file, so the descriptor is closed right after.
+fn sealed_memfd(bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: the name is a valid NUL-terminated string; flags are plain constants.
+    let fd = unsafe { libc::memfd_create(c"dormouse-proc".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: memfd_create just returned this descriptor, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a descriptor we own, with an integer argument.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
 fn host_attr(host: &Path) -> Result<Attr, Errno> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::symlink_metadata(host).map_err(Errno::from)?;
@@ -290,6 +386,15 @@ fn join(parent: &str, name: &OsStr) -> Option<String> {
 }
 
 impl Filesystem for ShadowFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Passthrough: reads of immutable guest files go straight to a memfd in the kernel, no
+        // round trip here per read(2) (direct I/O would cost one each, as i_size stays 0).
+        // Stack depth 1 keeps this mount usable under overlayfs.
+        let on = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok();
+        self.passthrough.store(on, Ordering::Relaxed);
+        Ok(())
+    }
+
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(path) = self.path_of(parent).and_then(|p| join(&p, name)) else {
             return reply.error(Errno::ENOENT);
@@ -349,12 +454,26 @@ impl Filesystem for ShadowFs {
         let Some(path) = self.path_of(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        // Rendered once per open; reads serve slices of it (procfs's seq_file semantics).
-        match self.contents(req, &path) {
-            Ok(bytes) => {
+        // The caller's own files and volatile guest files are read at open; other guest files are
+        // rendered once. Reads serve slices of that (procfs's seq_file semantics), from the
+        // kernel's backing file with passthrough, else from here.
+        let rendered = if ino.0 < CALLER_INO_BASE {
+            self.guest_bytes(req, ino.0, &path)
+        } else {
+            self.contents(req, &path).map(|b| (Arc::new(b), false))
+        };
+        match rendered {
+            Ok((bytes, immutable)) => {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                if immutable && let Some(id) = self.backing_for(&reply, ino.0, &bytes) {
+                    // Held by the handle before the kernel can send its release.
+                    if let Ok(mut b) = self.backing.lock() {
+                        b.by_fh.insert(fh, Arc::clone(&id));
+                    }
+                    return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                }
                 if let Ok(mut handles) = self.handles.lock() {
-                    handles.insert(fh, Arc::new(bytes));
+                    handles.insert(fh, bytes);
                 }
                 // Size is 0 like procfs: direct I/O makes the kernel ask us instead of i_size.
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
@@ -399,6 +518,9 @@ impl Filesystem for ShadowFs {
         if let Ok(mut h) = self.handles.lock() {
             h.remove(&fh.0);
         }
+        let backing = self.backing.lock().ok().and_then(|mut b| b.by_fh.remove(&fh.0));
+        // Dropped (and, unless pinned, unregistered) outside the lock.
+        drop(backing);
         reply.ok();
     }
 

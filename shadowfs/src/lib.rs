@@ -7,8 +7,13 @@
 //!   made up: where the snapshot lacks a field the file is absent, or holds only the lines (or,
 //!   for positional formats like `PID/stat`, the leading fields) that it can back.
 //! - [`serve`] / [`spawn`]: the FUSE filesystem (`fsname=proc`, `ro`, `allow_other`,
-//!   `default_permissions`, `auto_unmount`). Generated files have size 0 like procfs and are
-//!   rendered once per `open`; reads at any offset serve slices of that rendering.
+//!   `default_permissions`, `auto_unmount`). Generated files have size 0 like procfs; reads at
+//!   any offset serve slices of one rendering. Guest files are immutable (the snapshot never
+//!   changes) and rendered once; with FUSE passthrough (kernel ≥ 6.9, server with
+//!   CAP_SYS_ADMIN) each becomes a sealed memfd in the kernel, so an `open` costs one round
+//!   trip to the server and reads none (without it, every read(2) is one round trip: direct
+//!   I/O, as i_size is 0). `sys/kernel/random/uuid` and the caller's own files are read per
+//!   `open` and served from the server.
 //!
 //! # `self` and `thread-self`
 //! The update manager and its children really run in dom0, so `/proc/self` must be *their*

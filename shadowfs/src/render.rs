@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use introspect::linux::{GuestSnapshot, Task};
+use introspect::linux::{GuestSnapshot, Module, Task};
 
 /// Hidden directory under which the caller's own dom0 `/proc/<pid>` is served (see the crate
 /// documentation for the `self` rule).
@@ -436,24 +436,48 @@ fn mangle_utf8(s: &str, special: &[u8]) -> String {
     out
 }
 
-/// `/proc/modules` (kernel/module/procfs.c `m_show`). The snapshot has no "used by" list, so
-/// that column is `-`; the load address is printed as `kptr_restrict` hides it from readers
-/// without CAP_SYSLOG (zeros), because the snapshot records the `struct module` address, not
-/// the module's text base.
+/// `/proc/modules` (kernel/module/procfs.c `m_show`) as root reads it (`kptr_restrict` hides
+/// the address only from readers without CAP_SYSLOG). Unformed modules are skipped.
 fn modules(s: &GuestSnapshot) -> String {
-    let mut out = String::new();
-    for m in &s.modules {
-        let _ = write!(out, "{} {}", m.name, m.size);
-        match m.refcount {
-            // `module.refcnt` is biased by MODULE_REF_BASE (1); module_refcount() subtracts it.
-            Some(r) => {
-                let _ = write!(out, " {} - ", r.saturating_sub(1));
+    s.modules
+        .iter()
+        .filter(|m| m.state != "Unformed")
+        .map(module_line)
+        .collect()
+}
+
+/// One module's line: name, size, `print_unload_info()`, state, text base, `module_flags()`.
+fn module_line(m: &Module) -> String {
+    let mut out = format!("{} {}", m.name, m.size);
+    match m.refcount {
+        // Users each followed by ',' (so userspace can tell the format from the old one),
+        // "-" for none.
+        Some(r) => {
+            let _ = write!(out, " {r} ");
+            for user in &m.used_by {
+                let _ = write!(out, "{user},");
             }
-            // Without CONFIG_MODULE_UNLOAD the kernel prints " - -".
-            None => out.push_str(" - - "),
+            if m.permanent {
+                out.push_str("[permanent],");
+            }
+            if m.used_by.is_empty() && !m.permanent {
+                out.push('-');
+            }
         }
-        let _ = writeln!(out, "{} 0x0000000000000000", m.state);
+        // Without CONFIG_MODULE_UNLOAD the kernel prints " - -".
+        None => out.push_str(" - -"),
     }
+    let _ = write!(out, " {} 0x{:016x}", m.state, m.address);
+    // The taint letters, then '-' while unloading or '+' while loading; nothing untainted.
+    if !m.taints.is_empty() {
+        let transition = match m.state.as_str() {
+            "Unloading" => "-",
+            "Loading" => "+",
+            _ => "",
+        };
+        let _ = write!(out, " ({}{transition})", m.taints);
+    }
+    out.push('\n');
     out
 }
 
@@ -643,17 +667,69 @@ fn swaps(s: &GuestSnapshot) -> String {
     out
 }
 
-/// `/proc/PID/stat` (fs/proc/array.c `do_task_stat`). Fields 1-4 always; with the task's
-/// detail, the fields after them up to the first one the snapshot does not carry (field 11,
-/// `cminflt`): positional fields cannot be skipped, and none is made up.
+/// `/proc/PID/stat` (fs/proc/array.c `do_task_stat`, whole group) as a reader with ptrace
+/// access to the task (root) sees it. Fields 1-4 always; the other 48 only with the task's
+/// detail: positional fields cannot be skipped, and none is made up.
 fn task_stat(t: &Task) -> String {
     let mut out = format!("{} ({}) {} {}", t.pid, t.comm, t.state, t.ppid);
     if let Some(d) = &t.detail {
-        let _ = write!(
-            out,
-            " {} {} {} {} {} {}",
-            d.pgrp, d.session, d.tty_nr, d.tpgid, d.flags, d.minflt
-        );
+        // Signal fields are "obsolete ... decimal for Linux 2.0 compatibility": the first 31.
+        let old_sigs = |set: u64| set & 0x7fff_ffff;
+        let fields: [&dyn std::fmt::Display; 48] = [
+            &d.pgrp,
+            &d.session,
+            &d.tty_nr,
+            &d.tpgid,
+            &d.flags,
+            &d.minflt,
+            &d.cminflt,
+            &d.majflt,
+            &d.cmajflt,
+            &d.utime,
+            &d.stime,
+            &d.cutime,
+            &d.cstime,
+            &d.priority,
+            &d.nice,
+            &d.threads.len(),
+            // itrealvalue: always 0 since 2.6.17.
+            &0,
+            &d.start_time,
+            &d.vsize,
+            &d.rss_pages,
+            &d.rsslim,
+            &d.code.0,
+            &d.code.1,
+            &d.start_stack,
+            &d.kstkesp,
+            &d.kstkeip,
+            &old_sigs(d.sig_pending),
+            &old_sigs(d.sig_blocked),
+            &old_sigs(d.sig_ignored),
+            &old_sigs(d.sig_caught),
+            &u8::from(d.wchan),
+            // nswap, cnswap: never maintained, always 0.
+            &0,
+            &0,
+            &d.exit_signal,
+            &d.processor,
+            &d.rt_priority,
+            &d.policy,
+            &d.delayacct_blkio_ticks,
+            &d.guest_time,
+            &d.cguest_time,
+            &d.data.0,
+            &d.data.1,
+            &d.start_brk,
+            &d.arg.0,
+            &d.arg.1,
+            &d.env.0,
+            &d.env.1,
+            &d.exit_code,
+        ];
+        for f in fields {
+            let _ = write!(out, " {f}");
+        }
     }
     out.push('\n');
     out
@@ -738,4 +814,42 @@ fn random_uuid() -> String {
         &h[16..20],
         &h[20..32]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(refcount: Option<i32>, used_by: &[&str], permanent: bool, state: &str, taints: &str) -> Module {
+        Module {
+            name: "vboxdrv".into(),
+            size: 16384,
+            refcount,
+            used_by: used_by.iter().map(|u| (*u).to_owned()).collect(),
+            permanent,
+            state: state.into(),
+            address: 0xffff_ffff_c04e_a000,
+            taints: taints.into(),
+        }
+    }
+
+    #[test]
+    fn module_lines_follow_m_show() {
+        assert_eq!(
+            module_line(&module(Some(0), &[], false, "Live", "")),
+            "vboxdrv 16384 0 - Live 0xffffffffc04ea000\n"
+        );
+        assert_eq!(
+            module_line(&module(Some(2), &["a", "b"], false, "Live", "OE")),
+            "vboxdrv 16384 2 a,b, Live 0xffffffffc04ea000 (OE)\n"
+        );
+        assert_eq!(
+            module_line(&module(Some(0), &[], true, "Loading", "P")),
+            "vboxdrv 16384 0 [permanent], Loading 0xffffffffc04ea000 (P+)\n"
+        );
+        assert_eq!(
+            module_line(&module(None, &[], false, "Unloading", "O")),
+            "vboxdrv 16384 - - Unloading 0xffffffffc04ea000 (O-)\n"
+        );
+    }
 }

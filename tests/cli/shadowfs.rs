@@ -98,8 +98,8 @@ fn exact_files(truth: &Value) -> BTreeMap<String, String> {
 /// Files whose data are the snapshot's newer `system` part: equal when the renderer offers them.
 const SYSTEM_FILES: [&str; 5] = ["meminfo", "uptime", "loadavg", "swaps", "cpuinfo"];
 
-/// (pid, fields 1-4 of the stat line, cmdline bytes) of each long-lived user process.
-fn processes(truth: &Value) -> Vec<(i64, [String; 4], Option<Vec<u8>>)> {
+/// (pid, fields of the stat line, cmdline bytes) of each long-lived user process.
+fn processes(truth: &Value) -> Vec<(i64, Vec<String>, Option<Vec<u8>>)> {
     let mut out = Vec::new();
     for p in truth["processes"].as_array().into_iter().flatten() {
         if p["kernel_thread"].as_bool() != Some(false) {
@@ -110,15 +110,8 @@ fn processes(truth: &Value) -> Vec<(i64, [String; 4], Option<Vec<u8>>)> {
         let stat = truth["proc_files"][format!("/proc/{pid}/stat")]
             .as_str()
             .unwrap_or(stat);
-        let open = stat.find('(').expect("stat has (comm)");
-        let close = stat.rfind(')').expect("stat has (comm)");
-        let rest: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let fields = [
-            stat[..open].trim().to_owned(),
-            stat[open..=close].to_owned(),
-            rest[0].to_owned(),
-            rest[1].to_owned(),
-        ];
+        let fields = stat_fields(stat);
+        assert_eq!(fields.len(), 52, "ground truth {pid}/stat has 52 fields");
         let cmdline = match p["cmdline_raw_hex"].as_str() {
             Some(hex) => Some(
                 (0..hex.len() / 2)
@@ -136,18 +129,28 @@ fn processes(truth: &Value) -> Vec<(i64, [String; 4], Option<Vec<u8>>)> {
     out
 }
 
-fn stat_prefix(bytes: &[u8]) -> [String; 4] {
-    let s = String::from_utf8_lossy(bytes);
+/// A stat line's fields, `(comm)` (which may hold spaces) as one.
+fn stat_fields(s: &str) -> Vec<String> {
     let open = s.find('(').expect("(comm)");
     let close = s.rfind(')').expect("(comm)");
-    let rest: Vec<&str> = s[close + 1..].split_whitespace().collect();
-    [
-        s[..open].trim().to_owned(),
-        s[open..=close].to_owned(),
-        rest.first().map_or(String::new(), |v| (*v).to_owned()),
-        rest.get(1).map_or(String::new(), |v| (*v).to_owned()),
-    ]
+    let mut out = vec![s[..open].trim().to_owned(), s[open..=close].to_owned()];
+    out.extend(s[close + 1..].split_whitespace().map(str::to_owned));
+    out
 }
+
+/// Stat fields (1-based, as proc(5) numbers them) that cannot change between the ground
+/// truth's capture and the dump of a long-lived process: pid, comm, (state: separately),
+/// ppid, pgrp, session, tty_nr, tpgid, flags, priority, nice, num_threads, itrealvalue,
+/// starttime, vsize, rsslim, startcode, endcode, startstack, kstkesp, kstkeip, signal,
+/// blocked, sigignore, sigcatch, nswap, cnswap, exit_signal, processor, rt_priority, policy,
+/// start_data, end_data, start_brk, arg_start, arg_end, env_start, env_end, exit_code.
+const STAT_STABLE: [usize; 38] = [
+    1, 2, 4, 5, 6, 7, 8, 9, 18, 19, 20, 21, 22, 23, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 36, 37, 38, 39, 40, 41, 45,
+    46, 47, 48, 49, 50, 51, 52,
+];
+/// Counters that only grow, so the dump's are at least the capture's: minflt, cminflt, majflt,
+/// cmajflt, utime, stime, cutime, cstime, delayacct_blkio_ticks, guest_time, cguest_time.
+const STAT_MONOTONIC: [usize; 11] = [10, 11, 12, 13, 14, 15, 16, 17, 42, 43, 44];
 
 /// Compares one view of the guest's /proc (`read` returns a file's bytes or `None` when absent)
 /// with the ground truth. Returns how many comparisons were made.
@@ -168,22 +171,10 @@ fn check_against_truth(case: &Case, snap: &GuestSnapshot, read: &dyn Fn(&str) ->
         assert_eq!(String::from_utf8_lossy(&got), expected, "{name}: /proc/{file}");
         checked += 1;
     }
-    // modules: names, sizes, reference counts and states in order.
+    // modules: byte for byte (the ground truth was read as root, so with real addresses).
     if let Some(expected) = case.truth["proc_files"]["/proc/modules"].as_str() {
         let got = String::from_utf8(read("modules").expect("modules")).expect("utf-8");
-        let cols = |t: &str| -> Vec<(String, String, String, String)> {
-            t.lines()
-                .map(|l| {
-                    let f: Vec<&str> = l.split(' ').collect();
-                    (f[0].into(), f[1].into(), f[2].into(), f[4].into())
-                })
-                .collect()
-        };
-        assert_eq!(
-            cols(&got),
-            cols(expected),
-            "{name}: /proc/modules name size refcount state"
-        );
+        assert_eq!(got, expected, "{name}: /proc/modules");
         checked += 1;
     }
     // ipv6 conf/all: every value the guest could read.
@@ -217,13 +208,29 @@ fn check_against_truth(case: &Case, snap: &GuestSnapshot, read: &dyn Fn(&str) ->
         let Some(task) = snap.tasks.iter().find(|t| i64::from(t.pid) == pid) else {
             panic!("{name}: guest process {pid} is not in the snapshot");
         };
-        let got = stat_prefix(&read(&format!("{pid}/stat")).unwrap_or_else(|| panic!("{name}: {pid}/stat")));
-        assert_eq!(got[0], fields[0], "{name}: {pid}/stat pid");
-        assert_eq!(got[1], fields[1], "{name}: {pid}/stat comm");
-        assert_eq!(got[3], fields[3], "{name}: {pid}/stat ppid");
+        let got = read(&format!("{pid}/stat")).unwrap_or_else(|| panic!("{name}: {pid}/stat"));
+        let got = String::from_utf8(got).expect("utf-8");
+        assert!(got.ends_with('\n'), "{name}: {pid}/stat ends its line");
+        let got = stat_fields(&got);
+        assert_eq!(got.len(), 52, "{name}: {pid}/stat has 52 fields: {got:?}");
         // The walker itself (running while it recorded) sleeps at dump time.
         if fields[2] != "R" {
             assert_eq!(got[2], fields[2], "{name}: {pid}/stat state");
+        }
+        for i in STAT_STABLE {
+            assert_eq!(got[i - 1], fields[i - 1], "{name}: {pid}/stat field {i}");
+        }
+        for i in STAT_MONOTONIC {
+            let n = |v: &str| {
+                v.parse::<u64>()
+                    .unwrap_or_else(|e| panic!("{name}: {pid}/stat field {i}: {e}"))
+            };
+            assert!(
+                n(&got[i - 1]) >= n(&fields[i - 1]),
+                "{name}: {pid}/stat field {i} went back: {} < {}",
+                got[i - 1],
+                fields[i - 1]
+            );
         }
         match (cmdline, &task.cmdline) {
             (Some(expected), Some(_)) => {
@@ -472,6 +479,13 @@ fn fuse_mount_serves_ground_truth_and_unmounts_on_sigterm() {
             }
         });
 
+        // Immutable files are kept by the kernel after the first open (passthrough); the random
+        // uuid never is: fresh on every read through the mount too.
+        let uuid = || std::fs::read(root.join("sys/kernel/random/uuid")).expect("uuid");
+        let (a, b) = (uuid(), uuid());
+        assert!(a.len() == 37 && a != b, "uuid reads {a:?} {b:?}");
+        assert_eq!(std::fs::read(root.join("filesystems")).expect("read"), whole);
+
         // Writes fail: read-only mount.
         let err = std::fs::OpenOptions::new()
             .write(true)
@@ -637,11 +651,75 @@ fn guest_programs_run_against_the_shadow_proc() {
         fds.contains(" 0 -> /dev/null"),
         "ls -l /proc/self/fd in the chroot:\n{fds}"
     );
-    if root.join("bin/ps").exists() {
-        let ps = run(&["/bin/ps", "-e"]);
-        assert!(ps.contains("init"), "ps -e:\n{ps}");
-    } else {
-        eprintln!("note: the test-bed guest has no procps (/bin/ps); `ps -e` not run");
+    // The guest's own procps. It looks itself up as /proc/<getpid()>, so it runs in a pid
+    // namespace of its own like under the emulator (there it is pid 1: the guest's init, whose
+    // entry exists); in dom0's pid namespace its pid names no entry and it stops with "fatal
+    // library error, lookup self".
+    assert!(
+        root.join("bin/ps").exists(),
+        "the test-bed guest has no procps (/bin/ps): rebuild it with scripts/make-fixtures"
+    );
+    let run_pidns = |args: &[&str]| {
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--kill-child", "chroot"])
+            .arg(&root)
+            .args(args)
+            .stdin(Stdio::null())
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .expect("unshare");
+        assert!(
+            out.status.success(),
+            "unshare --pid chroot {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let tree = ProcTree::new(snap.clone());
+    let mut leaders: Vec<&introspect::linux::Task> = snap.tasks.iter().filter(|t| t.pid == t.tgid).collect();
+    leaders.sort_by_key(|t| t.pid);
+    leaders.dedup_by_key(|t| t.pid);
+    // `ps -e`: exactly the guest's processes (kernel threads included), by pid, with their names.
+    let ps = run_pidns(&["/bin/ps", "-e"]);
+    let listed: Vec<(i32, String)> = ps
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f[0].parse().expect("pid"), f[3..].join(" "))
+        })
+        .collect();
+    let pids: Vec<i32> = listed.iter().map(|(p, _)| *p).collect();
+    assert_eq!(pids, leaders.iter().map(|t| t.pid).collect::<Vec<_>>(), "ps -e:\n{ps}");
+    assert!(listed.iter().any(|(p, c)| *p == 1 && !c.is_empty()), "ps -e:\n{ps}");
+    // Per process: parent, real and effective ids, state and name as the guest saw them.
+    let ps = run_pidns(&["/bin/ps", "-eo", "pid=,ppid=,ruid=,rgid=,euid=,egid=,stat=,comm="]);
+    let rows: Vec<Vec<&str>> = ps.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), leaders.len(), "ps -eo ...:\n{ps}");
+    for (row, t) in rows.iter().zip(&leaders) {
+        let what = format!("ps -eo ... row {row:?} for guest task {} ({})", t.pid, t.comm);
+        let num = |i: usize| -> i64 { row[i].parse().unwrap_or_else(|_| panic!("{what}: column {i}")) };
+        assert_eq!(num(0), i64::from(t.pid), "{what}: pid");
+        assert_eq!(num(1), i64::from(t.ppid), "{what}: ppid");
+        assert_eq!(
+            (num(2), num(3)),
+            (i64::from(t.uid), i64::from(t.gid)),
+            "{what}: ruid rgid"
+        );
+        if let Some(d) = &t.detail {
+            assert_eq!(
+                (num(4), num(5)),
+                (i64::from(d.euid), i64::from(d.egid)),
+                "{what}: euid egid"
+            );
+        }
+        assert_eq!(row[6].chars().next(), Some(t.state), "{what}: state");
+        // comm as the stat line gives it (kernel workers carry their workqueue there).
+        let stat = stat_fields(&String::from_utf8_lossy(
+            &tree.read(&format!("{}/stat", t.pid)).expect("stat"),
+        ));
+        assert_eq!(format!("({})", row[7..].join(" ")), stat[1], "{what}: comm");
     }
     run(&["/usr/bin/apt-get", "check"]);
 }

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::layout::{
-    CtlTableLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout, ModuleSize, MountLayout, NetConfLayout,
-    NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
+    CtlTableLayout, DevinetConfLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout, ModuleSize,
+    ModuleUnloadLayout, MountLayout, NetConfLayout, NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
 };
 use super::proc_task::DetailContext;
 use super::reader::{KernelReader, ReadError};
@@ -53,13 +53,21 @@ pub struct KernelView<'a> {
 
 /// Arguments longer than this are cut (the kernel has no limit; `ps` output does not need it).
 const MAX_CMDLINE: u64 = 1 << 20;
-const PF_KTHREAD: u32 = 0x0020_0000;
+pub(super) const PF_KTHREAD: u32 = 0x0020_0000;
+/// `__state` of a task on a run queue (`task_is_running()`).
+const TASK_RUNNING: u32 = 0;
 const PF_WQ_WORKER: u32 = 0x0000_0020;
 /// `proc_task_name()` formats into a 64-byte buffer.
 const PROC_TASK_NAME_MAX: usize = 63;
 const FS_REQUIRES_DEV: u32 = 1;
 /// `module.mem[]` has `MOD_MEM_NUM_TYPES` (7) entries; more means a corrupt type source.
 const MAX_MODULE_MEMS: u64 = 16;
+/// `MODULE_REF_BASE`: a live module holds one reference on itself, which
+/// `module_refcount()` does not count.
+const MODULE_REF_BASE: i32 = 1;
+/// `taint_flags[].c_true` by taint bit (kernel/panic.c, through TAINT_FWCTL of 6.15). Only
+/// module taints (P F C O E K X T N J) are ever set in `module.taints`.
+const TAINT_LETTERS: &[u8; 20] = b"PFSRMBUDAWCIOELKXTNJ";
 
 impl<'a> KernelView<'a> {
     pub(super) fn reader(&self) -> KernelReader<'a> {
@@ -184,6 +192,12 @@ impl<'a> KernelView<'a> {
         };
         let detail = detail.and_then(|c| {
             self.task_detail(c, l, task, flags, mm, warnings)
+                .map(|mut d| {
+                    // do_task_stat's `wchan = !task_is_running(task)`, shown only for a
+                    // single-threaded group (stat of the whole group).
+                    d.wchan = state != TASK_RUNNING && d.threads.len() < 2;
+                    d
+                })
                 .map_err(|e| warnings.push(format!("pid {pid} ({comm}): stat/status detail unavailable: {e}")))
                 .ok()
         });
@@ -334,23 +348,62 @@ impl<'a> KernelView<'a> {
                     2 => "Unloading",
                     _ => "Unformed",
                 };
+                let (refcount, used_by, permanent) = match &l.unload {
+                    Some(u) => self.module_users(u, &l, m)?,
+                    None => (None, Vec::new(), false),
+                };
+                let taints = r.u64(m.wrapping_add(l.taints), "module.taints")?;
                 Ok(Module {
                     name: r.inline_string(m.wrapping_add(l.name), l.name_len as usize, "module.name")?,
                     size,
-                    refcount: l
-                        .refcnt
-                        .map(|off| r.i32(m.wrapping_add(off), "module.refcnt"))
-                        .transpose()?,
+                    refcount,
+                    used_by,
+                    permanent,
                     state: state.to_owned(),
-                    address: m,
+                    address: r.u64(m.wrapping_add(l.text_base), "module text base")?,
+                    taints: TAINT_LETTERS
+                        .iter()
+                        .enumerate()
+                        .filter(|(bit, _)| taints & (1 << bit) != 0)
+                        .map(|(_, c)| char::from(*c))
+                        .collect(),
                 })
             })
             .collect()
     }
 
+    /// `print_unload_info()`'s data: `module_refcount()`, the names of the modules on
+    /// `source_list` (those using this one) and whether it is permanent.
+    fn module_users(
+        &self,
+        u: &ModuleUnloadLayout,
+        l: &ModuleLayout,
+        m: u64,
+    ) -> Result<(Option<i32>, Vec<String>, bool)> {
+        let r = self.reader();
+        let refcount = r
+            .i32(m.wrapping_add(u.refcnt), "module.refcnt")?
+            .wrapping_sub(MODULE_REF_BASE);
+        let used_by = r
+            .list(m.wrapping_add(u.source_list), u.use_source_list, "module.source_list")?
+            .into_iter()
+            .map(|using| {
+                let source = r.u64(using.wrapping_add(u.use_source), "module_use.source")?;
+                r.inline_string(
+                    source.wrapping_add(l.name),
+                    l.name_len as usize,
+                    "module_use.source->name",
+                )
+            })
+            .collect::<std::result::Result<_, _>>()?;
+        let init = r.u64(m.wrapping_add(u.init), "module.init")?;
+        let exit = r.u64(m.wrapping_add(u.exit), "module.exit")?;
+        Ok((Some(refcount), used_by, init != 0 && exit == 0))
+    }
+
     /// The sysctls a package manager and maintainer scripts read: the kernel's own tables
-    /// (`kern_table`, `vm_table`, ...) and IPv6's per-namespace `all`/`default` device
-    /// configuration, decoded by each entry's handler exactly as `/proc/sys` prints it.
+    /// (`kern_table`, `vm_table`, ...), `net.ipv4.ip_forward` and IPv4's and IPv6's
+    /// `all`/`default`/per-interface device configuration, decoded by each entry's handler exactly as `/proc/sys` prints it.
     pub fn sysctls(&self) -> Result<(BTreeMap<String, String>, Vec<String>)> {
         let ctl = CtlTableLayout::resolve(self.types)?;
         let hz = self.hz();
@@ -368,6 +421,10 @@ impl<'a> KernelView<'a> {
         match self.ipv6_conf(&ctl, hz) {
             Ok(entries) => out.extend(entries),
             Err(e) => warnings.push(format!("net.ipv6.conf: {e}")),
+        }
+        match self.ipv4_conf(&ctl, hz) {
+            Ok(entries) => out.extend(entries),
+            Err(e) => warnings.push(format!("net.ipv4.conf: {e}")),
         }
         if hz.is_none() {
             warnings.push("HZ unknown (no tick_nsec): time-valued sysctls left out".into());
@@ -412,6 +469,44 @@ impl<'a> KernelView<'a> {
         for (which, instance) in instances {
             for (k, v) in self.ctl_table(ctl, table, Some((template, instance)), hz)? {
                 out.push((format!("net.ipv6.conf.{which}.{k}"), v));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `net.ipv4.ip_forward` and `net.ipv4.conf.{all,default,<if>}.*` of the initial namespace.
+    /// `devinet_sysctl.devinet_vars` and `ctl_forward_entry` are the templates the kernel
+    /// copies per instance: their data pointers aim into `ipv4_devconf` and are rebased onto
+    /// each copy (`__devinet_sysctl_register()`, `devinet_init_net()`); ip_forward is the
+    /// `all` copy's `forwarding`.
+    fn ipv4_conf(&self, ctl: &CtlTableLayout, hz: Option<u64>) -> Result<Vec<(String, String)>> {
+        let l = DevinetConfLayout::resolve(self.types)?;
+        let r = self.reader();
+        let table = self.symbol("devinet_sysctl")?.wrapping_add(l.vars);
+        let template = self.symbol("ipv4_devconf")?;
+        let init_net = self.symbol("init_net")?;
+        let all = r.u64(init_net.wrapping_add(l.devconf_all), "init_net.ipv4.devconf_all")?;
+        let dflt = r.u64(init_net.wrapping_add(l.devconf_dflt), "init_net.ipv4.devconf_dflt")?;
+        let mut out = Vec::new();
+        for (k, v) in self.ctl_table(ctl, self.symbol("ctl_forward_entry")?, Some((template, all)), hz)? {
+            out.push((format!("net.ipv4.{k}"), v));
+        }
+        let mut instances = vec![("all".to_owned(), all), ("default".to_owned(), dflt)];
+        // Each interface with IPv4 carries its own copy inline in its in_device.
+        if let Ok(dev) = NetDevLayout::resolve(self.types) {
+            let head = init_net.wrapping_add(dev.net_dev_base_head);
+            for nd in r.list(head, dev.dev_list, "init_net.dev_base_head")? {
+                let in_dev = r.u64(nd.wrapping_add(dev.ip_ptr), "net_device.ip_ptr")?;
+                if in_dev != 0 {
+                    let name = r.inline_string(nd.wrapping_add(dev.name), dev.name_len as usize, "net_device.name")?;
+                    // sysctl(8) spells a dot inside an interface name as a slash.
+                    instances.push((name.replace('.', "/"), in_dev.wrapping_add(l.in_dev_cnf)));
+                }
+            }
+        }
+        for (which, instance) in instances {
+            for (k, v) in self.ctl_table(ctl, table, Some((template, instance)), hz)? {
+                out.push((format!("net.ipv4.conf.{which}.{k}"), v));
             }
         }
         Ok(out)
@@ -715,6 +810,8 @@ fn sysctl_value(
         "proc_dointvec_ms_jiffies" => hz.and_then(|hz| scaled(1000, hz as i128)),
         // Reads EIO until a secret is set; /proc/sys shows no value.
         "addrconf_sysctl_stable_secret" => None,
+        // IPv4's device handlers act on writes; reading is proc_dointvec().
+        "devinet_conf_proc" | "devinet_sysctl_forward" | "ipv4_doint_and_flush" => Some(ints(4, true).map(join)),
         h if h.starts_with("proc_dointvec") || h.starts_with("addrconf_sysctl_") => Some(ints(4, true).map(join)),
         _ => None,
     }

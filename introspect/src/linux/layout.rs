@@ -228,8 +228,26 @@ pub struct ModuleLayout {
     pub name: u64,
     pub name_len: u64,
     pub state: u64,
-    pub refcnt: Option<u64>,
     pub size: ModuleSize,
+    /// Where the text base `/proc/modules` prints is: `core_layout.base` (≤ 6.3) or
+    /// `mem[MOD_TEXT].base` (6.4+).
+    pub text_base: u64,
+    pub taints: u64,
+    /// The reference count and users, kept only with CONFIG_MODULE_UNLOAD.
+    pub unload: Option<ModuleUnloadLayout>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModuleUnloadLayout {
+    pub refcnt: u64,
+    /// `module.source_list`: `struct module_use`s linked by their `source_list`, whose
+    /// `source` is a module using this one.
+    pub source_list: u64,
+    pub use_source_list: u64,
+    pub use_source: u64,
+    /// `module.init` and `module.exit`: a module with an init but no exit is `[permanent]`.
+    pub init: u64,
+    pub exit: u64,
 }
 
 impl ModuleLayout {
@@ -238,15 +256,19 @@ impl ModuleLayout {
             types,
             feature: "the module list",
         };
-        let size = if let Some(mem) = types.member_offset("module", "mem") {
+        let (size, text_base) = if let Some(mem) = types.member_offset("module", "mem") {
             let stride = r.struct_size("module_memory")?;
+            let text_base = mem
+                .wrapping_add(stride.wrapping_mul(r.index("mod_mem_type", "MOD_TEXT")?))
+                .wrapping_add(r.off("module_memory", "base")?);
             let total = r.size("module", "mem")?;
-            ModuleSize::MemArray {
+            let size = ModuleSize::MemArray {
                 mem,
                 stride,
                 count: total.checked_div(stride).unwrap_or(0),
                 size_in_mem: r.off("module_memory", "size")?,
-            }
+            };
+            (size, text_base)
         } else {
             let offsets = ["core_layout", "init_layout", "data_layout"]
                 .iter()
@@ -255,18 +277,35 @@ impl ModuleLayout {
             if offsets.is_empty() {
                 return Err(r.missing("module", "core_layout"));
             }
-            ModuleSize::Layouts {
+            let size = ModuleSize::Layouts {
                 offsets,
                 size_in_layout: r.off("module_layout", "size")?,
-            }
+            };
+            (
+                size,
+                r.off("module", "core_layout")?
+                    .wrapping_add(r.off("module_layout", "base")?),
+            )
         };
+        let unload = types.member_offset("module", "refcnt").and_then(|refcnt| {
+            Some(ModuleUnloadLayout {
+                refcnt,
+                source_list: types.member_offset("module", "source_list")?,
+                use_source_list: types.member_offset("module_use", "source_list")?,
+                use_source: types.member_offset("module_use", "source")?,
+                init: types.member_offset("module", "init")?,
+                exit: types.member_offset("module", "exit")?,
+            })
+        });
         Ok(Self {
             list: r.off("module", "list")?,
             name: r.off("module", "name")?,
             name_len: r.size("module", "name")?,
             state: r.off("module", "state")?,
-            refcnt: types.member_offset("module", "refcnt"),
             size,
+            text_base,
+            taints: r.off("module", "taints")?,
+            unload,
         })
     }
 }
@@ -312,6 +351,34 @@ impl NetConfLayout {
         Ok(Self {
             ipv6_devconf_all: r.off("net", "ipv6.devconf_all")?,
             ipv6_devconf_dflt: r.off("net", "ipv6.devconf_dflt")?,
+        })
+    }
+}
+
+/// IPv4's per-device configuration (net/ipv4/devinet.c): where each `struct ipv4_devconf`
+/// instance is and where the kernel's own table of its sysctls starts.
+#[derive(Debug, Clone)]
+pub struct DevinetConfLayout {
+    /// `net.ipv4.devconf_all` and `devconf_dflt`: pointers to the namespace's copies.
+    pub devconf_all: u64,
+    pub devconf_dflt: u64,
+    /// `in_device.cnf`: an interface's copy, inline.
+    pub in_dev_cnf: u64,
+    /// `devinet_sysctl_table.devinet_vars`: the `ctl_table` array inside `devinet_sysctl`.
+    pub vars: u64,
+}
+
+impl DevinetConfLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "IPv4 sysctls",
+        };
+        Ok(Self {
+            devconf_all: r.off("net", "ipv4.devconf_all")?,
+            devconf_dflt: r.off("net", "ipv4.devconf_dflt")?,
+            in_dev_cnf: r.off("in_device", "cnf")?,
+            vars: r.off("devinet_sysctl_table", "devinet_vars")?,
         })
     }
 }
@@ -432,6 +499,10 @@ impl NetDevLayout {
     }
 }
 
+/// `RLIMIT_RSS`: the index of `signal_struct.rlim[]` stat's rsslim comes from (asm-generic,
+/// which x86 uses; a #define, so not in BTF).
+const RLIMIT_RSS: u64 = 5;
+
 /// What `/proc/PID/{stat,status}` show of a task beyond the task list's own fields.
 #[derive(Debug, Clone)]
 pub struct TaskDetailLayout {
@@ -467,6 +538,18 @@ pub struct TaskDetailLayout {
     pub signal_maj_flt: u64,
     pub signal_prev_utime: u64,
     pub signal_prev_stime: u64,
+    /// Dead children's totals (`cmin_flt`, `cmaj_flt`, `cutime`, `cstime`, `cgtime`) and the
+    /// group's exited threads' guest time.
+    pub signal_cmin_flt: u64,
+    pub signal_cmaj_flt: u64,
+    pub signal_cutime: u64,
+    pub signal_cstime: u64,
+    pub signal_cgtime: u64,
+    pub signal_gtime: u64,
+    /// `signal_struct.rlim[RLIMIT_RSS].rlim_cur`.
+    pub signal_rss_limit: u64,
+    pub signal_flags: u64,
+    pub signal_group_exit_code: u64,
     pub tty_driver: u64,
     pub tty_index: u64,
     /// `tty_struct.ctrl.pgrp` (5.16+) or `tty_struct.pgrp`.
@@ -478,6 +561,16 @@ pub struct TaskDetailLayout {
     pub sum_exec_runtime: u64,
     pub min_flt: u64,
     pub maj_flt: u64,
+    pub gtime: u64,
+    pub rt_priority: u64,
+    pub policy: u64,
+    pub exit_code: u64,
+    /// `task_struct.pending.signal`: the thread's own pending set stat prints.
+    pub pending: u64,
+    /// `task_struct.delays` and `task_delay_info.blkio_delay`, with CONFIG_TASK_DELAY_ACCT.
+    pub delays: Option<(u64, u64)>,
+    /// Where an exiting or dumping task's user registers are, for stat's kstkeip/kstkesp.
+    pub user_regs: Option<UserRegsLayout>,
     pub prio: u64,
     pub static_prio: u64,
     pub start_boottime: u64,
@@ -490,6 +583,16 @@ pub struct TaskDetailLayout {
     pub sa_handler: u64,
     pub mm: MmLayout,
     pub file_path: u64,
+}
+
+/// x86-64 `task_pt_regs()`: the user `pt_regs` at the top of the task's kernel stack.
+#[derive(Debug, Clone)]
+pub struct UserRegsLayout {
+    /// `task_struct.stack`: the stack's lowest address.
+    pub stack: u64,
+    pub pt_regs_size: u64,
+    pub ip: u64,
+    pub sp: u64,
 }
 
 /// The `mm_struct` counters behind `VmSize`, `VmRSS`, ... and stat's vsize/rss.
@@ -506,6 +609,9 @@ pub struct MmLayout {
     pub start_code: u64,
     pub end_code: u64,
     pub start_stack: u64,
+    /// Stat fields 45-51, in that order: `start_data`, `end_data`, `start_brk`, `arg_start`,
+    /// `arg_end`, `env_start`, `env_end`.
+    pub stat_tail: [u64; 7],
     pub pgtables_bytes: u64,
     pub hugetlb_usage: Option<u64>,
     pub exe_file: u64,
@@ -540,6 +646,18 @@ impl TaskDetailLayout {
             .member_offset("tty_struct", "ctrl.pgrp")
             .or_else(|| types.member_offset("tty_struct", "pgrp"))
             .ok_or_else(|| r.missing("tty_struct", "ctrl.pgrp"))?;
+        let rlim = r.off("signal_struct", "rlim")?;
+        let user_regs = (|| {
+            Some(UserRegsLayout {
+                stack: types.member_offset("task_struct", "stack")?,
+                pt_regs_size: types.struct_size("pt_regs")?,
+                ip: types.member_offset("pt_regs", "ip")?,
+                sp: types.member_offset("pt_regs", "sp")?,
+            })
+        })();
+        let delays = types
+            .member_offset("task_struct", "delays")
+            .zip(types.member_offset("task_delay_info", "blkio_delay"));
         let cpu = types
             .member_offset("task_struct", "thread_info.cpu")
             .or_else(|| types.member_offset("task_struct", "cpu"))
@@ -578,6 +696,17 @@ impl TaskDetailLayout {
             signal_maj_flt: r.off("signal_struct", "maj_flt")?,
             signal_prev_utime: prev_cputime.wrapping_add(r.off("prev_cputime", "utime")?),
             signal_prev_stime: prev_cputime.wrapping_add(r.off("prev_cputime", "stime")?),
+            signal_cmin_flt: r.off("signal_struct", "cmin_flt")?,
+            signal_cmaj_flt: r.off("signal_struct", "cmaj_flt")?,
+            signal_cutime: r.off("signal_struct", "cutime")?,
+            signal_cstime: r.off("signal_struct", "cstime")?,
+            signal_cgtime: r.off("signal_struct", "cgtime")?,
+            signal_gtime: r.off("signal_struct", "gtime")?,
+            signal_rss_limit: rlim
+                .wrapping_add(RLIMIT_RSS.wrapping_mul(r.struct_size("rlimit")?))
+                .wrapping_add(r.off("rlimit", "rlim_cur")?),
+            signal_flags: r.off("signal_struct", "flags")?,
+            signal_group_exit_code: r.off("signal_struct", "group_exit_code")?,
             tty_driver: r.off("tty_struct", "driver")?,
             tty_index: r.off("tty_struct", "index")?,
             tty_pgrp,
@@ -588,6 +717,13 @@ impl TaskDetailLayout {
             sum_exec_runtime: r.off("task_struct", "se.sum_exec_runtime")?,
             min_flt: r.off("task_struct", "min_flt")?,
             maj_flt: r.off("task_struct", "maj_flt")?,
+            gtime: r.off("task_struct", "gtime")?,
+            rt_priority: r.off("task_struct", "rt_priority")?,
+            policy: r.off("task_struct", "policy")?,
+            exit_code: r.off("task_struct", "exit_code")?,
+            pending: r.off("task_struct", "pending.signal")?,
+            delays,
+            user_regs,
             prio: r.off("task_struct", "prio")?,
             static_prio: r.off("task_struct", "static_prio")?,
             start_boottime: r.off("task_struct", "start_boottime")?,
@@ -627,6 +763,15 @@ impl MmLayout {
             start_code: r.off("mm_struct", "start_code")?,
             end_code: r.off("mm_struct", "end_code")?,
             start_stack: r.off("mm_struct", "start_stack")?,
+            stat_tail: [
+                r.off("mm_struct", "start_data")?,
+                r.off("mm_struct", "end_data")?,
+                r.off("mm_struct", "start_brk")?,
+                r.off("mm_struct", "arg_start")?,
+                r.off("mm_struct", "arg_end")?,
+                r.off("mm_struct", "env_start")?,
+                r.off("mm_struct", "env_end")?,
+            ],
             pgtables_bytes: r.off("mm_struct", "pgtables_bytes")?,
             hugetlb_usage: r.types.member_offset("mm_struct", "hugetlb_usage"),
             exe_file: r.off("mm_struct", "exe_file")?,
@@ -985,6 +1130,7 @@ pub fn layout_differences(reference: &dyn TypeInfo, given: &dyn TypeInfo) -> Vec
     let _ = ModuleLayout::resolve(&recorder);
     let _ = CtlTableLayout::resolve(&recorder);
     let _ = NetConfLayout::resolve(&recorder);
+    let _ = DevinetConfLayout::resolve(&recorder);
     let _ = MountLayout::resolve(&recorder);
     let _ = NetDevLayout::resolve(&recorder);
     let _ = TaskDetailLayout::resolve(&recorder);

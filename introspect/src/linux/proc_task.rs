@@ -2,7 +2,7 @@
 //! way fs/proc/array.c (`do_task_stat`, `proc_pid_status`) and fs/proc/task_mmu.c
 //! (`task_mem`) compute it, from the task's credentials, signal, mm and fs structures.
 
-use super::extract::{ExtractError, KernelView};
+use super::extract::{ExtractError, KernelView, PF_KTHREAD};
 use super::layout::{MountLayout, TaskDetailLayout, TaskLayout};
 use super::reader::KernelReader;
 use super::snapshot::TaskDetail;
@@ -23,6 +23,15 @@ const NSIG: u64 = 64;
 const MAX_SIGACTION_SIZE: u64 = 256;
 const SIG_DFL: u64 = 0;
 const SIG_IGN: u64 = 1;
+/// `signal_struct.flags` under which stat shows the group's exit code: SIGNAL_STOP_STOPPED,
+/// SIGNAL_GROUP_EXIT.
+const SIGNAL_STOP_STOPPED: u32 = 0x1;
+const SIGNAL_GROUP_EXIT: u32 = 0x4;
+/// `task_struct.flags` PF_EXITING and PF_DUMPCORE: only then does stat show kstkeip/kstkesp.
+const PF_EXITING: u32 = 0x4;
+const PF_DUMPCORE: u32 = 0x200;
+/// x86-64 THREAD_SIZE (16 KiB without KASAN); `task_pt_regs()` sits just below its top.
+const THREAD_SIZE: u64 = 16 * 1024;
 
 /// Resolved once per snapshot: the detail layout and, for root/cwd/exe paths, the mount
 /// layout with the root they are shown relative to (init's, as the shadow /proc serves the
@@ -39,6 +48,7 @@ struct ThreadCounters {
     utime: u64,
     stime: u64,
     runtime: u64,
+    gtime: u64,
 }
 
 impl KernelView<'_> {
@@ -51,8 +61,12 @@ impl KernelView<'_> {
         Ok(DetailContext { l, paths })
     }
 
-    /// The detail of the leader at `task`; `flags` and `mm` were read by the task walk.
-    /// Failures to name a path become `warnings`, not a lost detail.
+    /// The detail of the leader at `task`; `flags` and `mm` were read by the task walk, which
+    /// also sets `wchan` from the state it resolved. Failures to name a path become
+    /// `warnings`, not a lost detail.
+    ///
+    /// Stat is computed as a reader with ptrace access sees it (`permitted` in
+    /// `do_task_stat`, true for root): addresses, wchan and exit_code are shown.
     pub(super) fn task_detail(
         &self,
         c: &DetailContext,
@@ -65,6 +79,8 @@ impl KernelView<'_> {
         let l = &c.l;
         let r = self.reader();
         let at = |off: u64| task.wrapping_add(off);
+        // get_task_mm(): a kernel thread borrowing an mm (kthread_use_mm) shows none.
+        let mm = if flags & PF_KTHREAD != 0 { 0 } else { mm };
         let cred = r.u64(at(l.cred), "task_struct.cred")?;
         let ids = |offs: &[u64; 4], what: &str| -> Result<[u32; 4]> {
             let mut out = [0; 4];
@@ -92,6 +108,8 @@ impl KernelView<'_> {
         // fails for a task already released (no sighand): those then print as zero / -1.
         let signal = r.u64(at(l.signal), "task_struct.signal")?;
         let sighand = r.u64(at(l.sighand), "task_struct.sighand")?;
+        // do_task_stat reads `task->exit_code` first; the group's code may replace it below.
+        let exit_code = r.i32(at(l.exit_code), "task_struct.exit_code")?;
         let mut d = TaskDetail {
             euid: uids[1],
             suid: uids[2],
@@ -101,8 +119,12 @@ impl KernelView<'_> {
             fsgid: gids[3],
             groups,
             umask,
+            // do_task_stat's values when lock_task_sighand() fails.
+            pgrp: -1,
+            session: -1,
             tpgid: -1,
             flags,
+            exit_code,
             caps,
             ..Default::default()
         };
@@ -113,6 +135,16 @@ impl KernelView<'_> {
             d.sig_caught = caught;
         }
         d.sig_blocked = r.u64(at(l.blocked), "task_struct.blocked")?;
+        d.sig_pending = r.u64(at(l.pending), "task_struct.pending.signal")?;
+        d.rt_priority = r.u32(at(l.rt_priority), "task_struct.rt_priority")?;
+        d.policy = r.u32(at(l.policy), "task_struct.policy")?;
+        if let Some((delays, blkio)) = l.delays {
+            let info = r.u64(at(delays), "task_struct.delays")?;
+            if info != 0 {
+                d.delayacct_blkio_ticks =
+                    r.u64(info.wrapping_add(blkio), "task_delay_info.blkio_delay")? / NSEC_PER_USER_TICK;
+            }
+        }
         d.priority = r.i32(at(l.prio), "task_struct.prio")?.wrapping_sub(MAX_RT_PRIO);
         d.nice = r
             .i32(at(l.static_prio), "task_struct.static_prio")?
@@ -122,6 +154,9 @@ impl KernelView<'_> {
         d.processor = r.u32(at(l.cpu), "task_struct cpu")?;
         if mm != 0 {
             self.mm_detail(l, mm, &mut d)?;
+            if flags & (PF_EXITING | PF_DUMPCORE) != 0 {
+                (d.kstkeip, d.kstkesp) = self.user_ip_sp(l, task)?;
+            }
         }
 
         if let Some((ml, root)) = &c.paths {
@@ -207,6 +242,7 @@ impl KernelView<'_> {
                 utime: r.u64(at(l.utime), "task_struct.utime")?,
                 stime: r.u64(at(l.stime), "task_struct.stime")?,
                 runtime: r.u64(at(l.sum_exec_runtime), "task_struct.se.sum_exec_runtime")?,
+                gtime: r.u64(at(l.gtime), "task_struct.gtime")?,
             });
         }
         if d.threads.is_empty() {
@@ -216,6 +252,19 @@ impl KernelView<'_> {
         let sum = |f: fn(&ThreadCounters) -> u64, dead: u64| live.iter().map(f).fold(dead, u64::wrapping_add);
         d.minflt = sum(|t| t.min_flt, r.u64(sig(l.signal_min_flt), "signal_struct.min_flt")?);
         d.majflt = sum(|t| t.maj_flt, r.u64(sig(l.signal_maj_flt), "signal_struct.maj_flt")?);
+        // task_gtime() is `gtime` itself unless vtime accounting runs on a nohz_full CPU.
+        let gtime = sum(|t| t.gtime, r.u64(sig(l.signal_gtime), "signal_struct.gtime")?);
+        d.guest_time = gtime / NSEC_PER_USER_TICK;
+        d.cminflt = r.u64(sig(l.signal_cmin_flt), "signal_struct.cmin_flt")?;
+        d.cmajflt = r.u64(sig(l.signal_cmaj_flt), "signal_struct.cmaj_flt")?;
+        d.cutime = r.u64(sig(l.signal_cutime), "signal_struct.cutime")? / NSEC_PER_USER_TICK;
+        d.cstime = r.u64(sig(l.signal_cstime), "signal_struct.cstime")? / NSEC_PER_USER_TICK;
+        d.cguest_time = r.u64(sig(l.signal_cgtime), "signal_struct.cgtime")? / NSEC_PER_USER_TICK;
+        d.rsslim = r.u64(sig(l.signal_rss_limit), "signal_struct.rlim[RLIMIT_RSS]")?;
+        let group_flags = r.u32(sig(l.signal_flags), "signal_struct.flags")?;
+        if group_flags & (SIGNAL_GROUP_EXIT | SIGNAL_STOP_STOPPED) != 0 {
+            d.exit_code = r.i32(sig(l.signal_group_exit_code), "signal_struct.group_exit_code")?;
+        }
         // thread_group_cputime(): exited threads' times are folded into the signal struct.
         let utime = sum(|t| t.utime, r.u64(sig(l.signal_utime), "signal_struct.utime")?);
         let stime = sum(|t| t.stime, r.u64(sig(l.signal_stime), "signal_struct.stime")?);
@@ -301,6 +350,20 @@ impl KernelView<'_> {
         d.rss_pages = total_rss;
         d.code = (start_code, end_code);
         d.start_stack = field(m.start_stack, "mm_struct.start_stack")?;
+        let [start_data, end_data, start_brk, arg_start, arg_end, env_start, env_end] = m.stat_tail;
+        d.data = (
+            field(start_data, "mm_struct.start_data")?,
+            field(end_data, "mm_struct.end_data")?,
+        );
+        d.start_brk = field(start_brk, "mm_struct.start_brk")?;
+        d.arg = (
+            field(arg_start, "mm_struct.arg_start")?,
+            field(arg_end, "mm_struct.arg_end")?,
+        );
+        d.env = (
+            field(env_start, "mm_struct.env_start")?,
+            field(env_end, "mm_struct.env_end")?,
+        );
         d.vm = vec![
             (
                 "VmPeak".into(),
@@ -331,6 +394,25 @@ impl KernelView<'_> {
             d.vm.push(("HugetlbPages".into(), kb(field(off, "mm_struct.hugetlb_usage")?)));
         }
         Ok(())
+    }
+}
+
+impl KernelView<'_> {
+    /// `KSTK_EIP()`/`KSTK_ESP()`: the user registers saved in `task_pt_regs()`, or zeros when
+    /// the kernel has no x86-64 `pt_regs` or the stack is already freed (`try_get_task_stack()`
+    /// fails).
+    fn user_ip_sp(&self, l: &TaskDetailLayout, task: u64) -> Result<(u64, u64)> {
+        let Some(u) = &l.user_regs else { return Ok((0, 0)) };
+        let r = self.reader();
+        let stack = r.u64(task.wrapping_add(u.stack), "task_struct.stack")?;
+        if stack == 0 {
+            return Ok((0, 0));
+        }
+        let regs = stack.wrapping_add(THREAD_SIZE).wrapping_sub(u.pt_regs_size);
+        Ok((
+            r.u64(regs.wrapping_add(u.ip), "pt_regs.ip")?,
+            r.u64(regs.wrapping_add(u.sp), "pt_regs.sp")?,
+        ))
     }
 }
 

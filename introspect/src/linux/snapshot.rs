@@ -183,10 +183,21 @@ pub struct TaskDetail {
     /// `task_struct.flags` as `/proc/PID/stat` field 9 prints them.
     pub flags: u32,
     pub minflt: u64,
+    /// Faults of reaped children (`signal_struct.cmin_flt`, `cmaj_flt`).
+    pub cminflt: u64,
     pub majflt: u64,
-    /// CPU times in USER_HZ ticks.
+    pub cmajflt: u64,
+    /// CPU times in USER_HZ ticks; `c*` are reaped children's, `guest_time` the group's time
+    /// running a virtual CPU.
     pub utime: u64,
     pub stime: u64,
+    pub cutime: u64,
+    pub cstime: u64,
+    pub guest_time: u64,
+    pub cguest_time: u64,
+    /// Block I/O delay in USER_HZ ticks (`delayacct_blkio_ticks()`; 0 without delay
+    /// accounting).
+    pub delayacct_blkio_ticks: u64,
     pub priority: i32,
     pub nice: i32,
     /// Thread ids of the group, the leader first.
@@ -196,20 +207,43 @@ pub struct TaskDetail {
     /// Virtual memory size in bytes and resident set in pages.
     pub vsize: u64,
     pub rss_pages: u64,
+    /// `RLIMIT_RSS` soft limit in bytes (`RLIM_INFINITY` prints as 18446744073709551615).
+    pub rsslim: u64,
     /// Fields of `/proc/PID/status` in kB (`VmPeak`, `VmSize`, `VmRSS`, ...), in its order.
     pub vm: Vec<(String, u64)>,
     /// Signal masks as status prints them (hex).
     pub sig_blocked: u64,
+    /// The leader thread's own pending signals (`task_struct.pending`, not the shared set).
+    pub sig_pending: u64,
     pub sig_ignored: u64,
     pub sig_caught: u64,
     /// Capability sets: inheritable, permitted, effective, bounding, ambient.
     pub caps: [u64; 5],
-    /// `mm->start_code..` etc. for stat fields 26-28 and 45-51.
+    /// `mm->start_code`, `end_code` and `start_stack`: stat fields 26-28.
     pub code: (u64, u64),
     pub start_stack: u64,
+    /// User stack and instruction pointers: the kernel shows them only for a task that is
+    /// exiting or dumping core, 0 otherwise.
+    pub kstkesp: u64,
+    pub kstkeip: u64,
+    /// Stat field 35: 1 when a single-threaded process is not running (the kernel no longer
+    /// prints the wait channel's address).
+    pub wchan: bool,
     pub exit_signal: i32,
     /// CPU it last ran on.
     pub processor: u32,
+    pub rt_priority: u32,
+    /// Scheduling policy (`SCHED_NORMAL` 0, `SCHED_FIFO` 1, ...).
+    pub policy: u32,
+    /// `mm->start_data`, `end_data`, `start_brk`, `arg_start`, `arg_end`, `env_start`,
+    /// `env_end` (stat fields 45-51), all 0 without an mm (kernel threads, zombies).
+    pub data: (u64, u64),
+    pub start_brk: u64,
+    pub arg: (u64, u64),
+    pub env: (u64, u64),
+    /// Stat field 52: `task->exit_code`, or the group's exit/stop code while the group is
+    /// exiting or stopped.
+    pub exit_code: i32,
     /// Root and working directory as paths in the guest (`/proc/PID/root`, `cwd`).
     pub root: Option<String>,
     pub cwd: Option<String>,
@@ -227,10 +261,19 @@ pub struct FilesystemType {
 pub struct Module {
     pub name: String,
     pub size: u64,
+    /// `module_refcount()`: the references beyond the module's own (`refcnt` − 1); `None`
+    /// without CONFIG_MODULE_UNLOAD.
     pub refcount: Option<i32>,
+    /// Names of the modules that use this one, in `source_list` order.
+    pub used_by: Vec<String>,
+    /// Loaded with an init but no exit function: it can never be unloaded.
+    pub permanent: bool,
     /// `Live`, `Loading`, `Unloading` as `/proc/modules` prints it.
     pub state: String,
+    /// The module's text base (`/proc/modules`' address column).
     pub address: u64,
+    /// Taint letters of `module.taints` in `taint_flags[]` order (`"OE"`), empty for none.
+    pub taints: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
