@@ -368,7 +368,7 @@ impl ProcTree {
             Source::Stat => stat(s),
             Source::Swaps => swaps(s),
             Source::Line(v) => format!("{v}\n"),
-            Source::Uuid => format!("{}\n", random_uuid()),
+            Source::Uuid => format!("{}\n", uuid::Uuid::new_v4().hyphenated()),
             Source::TaskStat(i) => task_stat(&s.tasks[*i]),
             Source::TaskStatus(i) => task_status(&s.tasks[*i]),
             Source::TaskComm(i) => format!("{}\n", s.tasks[*i].comm),
@@ -785,35 +785,6 @@ fn task_status(t: &Task) -> String {
         let _ = writeln!(out, "{name}:\t{v:016x}");
     }
     out
-}
-
-/// A random (version 4) UUID, fresh per call like the kernel's `random/uuid`.
-fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    let mut filled = 0;
-    while filled < b.len() {
-        // SAFETY: the pointer and length describe the unfilled tail of `b`, which lives for the
-        // whole call; getrandom(2) writes at most that many bytes.
-        let n = unsafe { libc::getrandom(b[filled..].as_mut_ptr().cast(), b.len() - filled, 0) };
-        if n <= 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
-        }
-        filled += n as usize;
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 #[cfg(test)]

@@ -82,16 +82,10 @@ fn ext(sb: &[u8]) -> Option<Filesystem> {
     })
 }
 
+/// Superblocks store UUIDs as 16 raw bytes; callers pass in-bounds slices of that length.
 fn uuid_string(b: &[u8]) -> String {
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    let bytes: [u8; 16] = b.try_into().unwrap_or_default();
+    uuid::Uuid::from_bytes(bytes).hyphenated().to_string()
 }
 
 /// Labels are NUL-padded byte strings; guests may put anything there, so invalid UTF-8 is

@@ -117,15 +117,8 @@ impl<'a> KernelView<'a> {
         if b.iter().all(|x| *x == 0) {
             return Ok(None);
         }
-        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        Ok(Some(format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )))
+        let bytes: [u8; 16] = b.as_slice().try_into().unwrap_or_default();
+        Ok(Some(uuid::Uuid::from_bytes(bytes).hyphenated().to_string()))
     }
 
     /// Thread-group leaders in `init_task.tasks` order (what `ps -e` lists), kernel threads
