@@ -48,7 +48,7 @@ pub use paging::{
     PagingMode, Regions, Translation, detect_kernel_root,
 };
 pub use raw::RawMemory;
-pub use virt::{VirtError, VirtualMemory};
+pub use virt::{BufferMemory, VirtError, VirtualMemory};
 pub use vmcoreinfo::{
     LocatedVmcoreinfo, VMCOREINFO_MAX_BYTES, VMCOREINFO_MAX_LINE, VmcoreInfo, VmcoreinfoError, VmcoreinfoSource,
     find_vmcoreinfo_in_ram, load_vmcoreinfo, release_version,

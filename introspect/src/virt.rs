@@ -23,3 +23,32 @@ pub trait VirtualMemory {
     /// Copies `buf.len()` bytes at `vaddr`, crossing pages (each translated on its own).
     fn read_virt(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), VirtError>;
 }
+
+/// A byte buffer mapped linearly at virtual address `base`: for crafted kernel memory in
+/// tests and fuzzers, where page tables would only get in the way.
+#[derive(Debug, Clone)]
+pub struct BufferMemory<B> {
+    pub base: u64,
+    pub bytes: B,
+}
+
+impl<B: AsRef<[u8]>> VirtualMemory for BufferMemory<B> {
+    fn translate(&self, vaddr: u64) -> Result<u64, VirtError> {
+        let off = vaddr.wrapping_sub(self.base);
+        if off < self.bytes.as_ref().len() as u64 {
+            Ok(off)
+        } else {
+            Err(VirtError::NotMapped { vaddr, level: 0 })
+        }
+    }
+
+    fn read_virt(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), VirtError> {
+        let off = self.translate(vaddr)? as usize;
+        let src = off
+            .checked_add(buf.len())
+            .and_then(|end| self.bytes.as_ref().get(off..end))
+            .ok_or(VirtError::NotMapped { vaddr, level: 0 })?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+}

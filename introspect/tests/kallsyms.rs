@@ -413,31 +413,7 @@ fn system_map_relocation_and_mismatch_detection() {
 // -------------------------------------------------------------------------------------------
 
 /// Guest-virtual memory backed by a buffer at `base`.
-struct BufMem {
-    base: u64,
-    bytes: Vec<u8>,
-}
-
-impl VirtualMemory for BufMem {
-    fn translate(&self, vaddr: u64) -> Result<u64, VirtError> {
-        let off = vaddr.wrapping_sub(self.base);
-        if off < self.bytes.len() as u64 {
-            Ok(off)
-        } else {
-            Err(VirtError::NotMapped { vaddr, level: 0 })
-        }
-    }
-
-    fn read_virt(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), VirtError> {
-        let off = self.translate(vaddr)? as usize;
-        let src = self.bytes.get(off..off + buf.len()).ok_or(VirtError::NotMapped {
-            vaddr: self.base + self.bytes.len() as u64,
-            level: 0,
-        })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
+type BufMem = introspect::BufferMemory<Vec<u8>>;
 
 const SYNTH_BASE: u64 = 0xffff_ffff_8200_0000;
 const SYNTH_TEXT: u64 = 0xffff_ffff_8100_0000;

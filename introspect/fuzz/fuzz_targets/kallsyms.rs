@@ -2,35 +2,11 @@
 #![no_main]
 
 use introspect::{
-    AddressTable, KallsymsLocation, KallsymsOptions, Markers, VirtError, VirtualMemory, carve_kallsyms, decode_kallsyms,
+    AddressTable, BufferMemory, KallsymsLocation, KallsymsOptions, Markers, carve_kallsyms, decode_kallsyms,
 };
 use libfuzzer_sys::fuzz_target;
 
 const BASE: u64 = 0xffff_ffff_8200_0000;
-
-/// Guest-virtual memory backed by the fuzz input at `BASE`.
-struct BufMem<'a>(&'a [u8]);
-
-impl VirtualMemory for BufMem<'_> {
-    fn translate(&self, vaddr: u64) -> Result<u64, VirtError> {
-        let off = vaddr.wrapping_sub(BASE);
-        if off < self.0.len() as u64 {
-            Ok(off)
-        } else {
-            Err(VirtError::NotMapped { vaddr, level: 0 })
-        }
-    }
-
-    fn read_virt(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), VirtError> {
-        let off = self.translate(vaddr)? as usize;
-        let src = off
-            .checked_add(buf.len())
-            .and_then(|end| self.0.get(off..end))
-            .ok_or(VirtError::NotMapped { vaddr, level: 0 })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     // The first 32 bytes place the tables (offsets into the input) and pick the options.
@@ -62,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
         token_index: at(16),
         addresses,
     };
-    let mem = BufMem(data);
+    let mem = BufferMemory { base: BASE, bytes: data };
     if let Ok(k) = decode_kallsyms(&mem, &location, &options) {
         // Whatever decoded must answer lookups.
         for s in k.symbols.iter().take(64) {

@@ -8,7 +8,7 @@
 #![no_main]
 
 use introspect::linux::{KernelView, SymbolLookup, TypeInfo, UserSpaceFactory};
-use introspect::{VirtError, VirtualMemory};
+use introspect::{BufferMemory, VirtualMemory};
 use libfuzzer_sys::fuzz_target;
 
 const BASE: u64 = 0xffff_8880_0000_0000;
@@ -17,31 +17,7 @@ const USER_BASE: u64 = 0x1000;
 const TEXT: u64 = 0xffff_ffff_8100_0000;
 
 /// Guest memory backed by the fuzz input at `base`.
-struct BufMem<'a> {
-    base: u64,
-    bytes: &'a [u8],
-}
-
-impl VirtualMemory for BufMem<'_> {
-    fn translate(&self, vaddr: u64) -> Result<u64, VirtError> {
-        let off = vaddr.wrapping_sub(self.base);
-        if off < self.bytes.len() as u64 {
-            Ok(off)
-        } else {
-            Err(VirtError::NotMapped { vaddr, level: 0 })
-        }
-    }
-
-    fn read_virt(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), VirtError> {
-        let off = self.translate(vaddr)? as usize;
-        let src = off
-            .checked_add(buf.len())
-            .and_then(|end| self.bytes.get(off..end))
-            .ok_or(VirtError::NotMapped { vaddr, level: 0 })?;
-        buf.copy_from_slice(src);
-        Ok(())
-    }
-}
+type BufMem<'a> = BufferMemory<&'a [u8]>;
 
 /// Symbols, sorted by address.
 const SYMBOLS: &[(&str, u64)] = &[

@@ -157,31 +157,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A flat buffer mapped at a fixed virtual base, for walks over crafted memory.
-    pub struct FlatMemory {
-        pub base: u64,
-        pub bytes: Vec<u8>,
-    }
-
-    impl VirtualMemory for FlatMemory {
-        fn translate(&self, vaddr: u64) -> Result<u64, VirtError> {
-            let off = vaddr.wrapping_sub(self.base);
-            if off < self.bytes.len() as u64 {
-                Ok(off)
-            } else {
-                Err(VirtError::NotMapped { vaddr, level: 4 })
-            }
-        }
-
-        fn read_virt(&self, vaddr: u64, buf: &mut [u8]) -> Result<(), VirtError> {
-            let off = self.translate(vaddr)? as usize;
-            let src = self
-                .bytes
-                .get(off..off + buf.len())
-                .ok_or(VirtError::NotMapped { vaddr, level: 4 })?;
-            buf.copy_from_slice(src);
-            Ok(())
-        }
-    }
+    pub type FlatMemory = crate::virt::BufferMemory<Vec<u8>>;
 
     impl FlatMemory {
         pub fn put_u64(&mut self, vaddr: u64, v: u64) {
