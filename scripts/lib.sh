@@ -22,18 +22,31 @@ HOST_PACKAGES=(
   zstd xz-utils cpio python3 socat
   e2fsprogs fdisk util-linux mount
   gcc pkg-config libxen-dev libclang-dev fuse3
+  gpgv rpm createrepo-c strace minisign
+  nftables iproute2 iputils-ping
 )
 
-install_host_packages() {
-  local missing=()
+missing_host_packages() {
+  local p
   for p in "${HOST_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$p"
   done
-  if [ "${#missing[@]}" -gt 0 ]; then
+}
+
+install_host_packages() {
+  local missing pass
+  # Two passes: installing one package can remove another that conflicts with it (a backported
+  # qemu-utils goes when Debian's qemu-system-common comes in); the second pass brings back
+  # Debian's version of what went.
+  for pass in 1 2; do
+    mapfile -t missing < <(missing_host_packages)
+    [ "${#missing[@]}" -eq 0 ] && return 0
     say "installing Debian packages: ${missing[*]}"
-    apt-get update -qq
+    [ "$pass" = 1 ] && apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
+  done
+  mapfile -t missing < <(missing_host_packages)
+  [ "${#missing[@]}" -eq 0 ] || die "Debian packages still not installed after two attempts: ${missing[*]} (apt-get install them by hand to see why)"
 }
 
 # Rust: the machine's rustup toolchain when present; otherwise rustup from its official installer.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use emulator::disk::GuestDisk;
 use introspect::linux::{GuestSnapshot, ProfileFiles};
 
@@ -61,6 +61,40 @@ enum Command {
         /// An existing empty directory.
         mountpoint: PathBuf,
     },
+    /// Run COMMAND (the guest's own package manager) in a dom0 sandbox over a copy-on-write
+    /// overlay of the guest's disks, which are never written. The guest's /proc is served from
+    /// IMAGE; without IMAGE (a stopped VM) it is synthesized from the disk.
+    Emulate(Box<EmulateArgs>),
+    /// Remove what crashed emulation runs left behind (run directories, cgroups).
+    Cleanup {
+        /// dormouse's state directory.
+        #[arg(long, env = "DORMOUSE_STATE", default_value = emulator::run::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Which packages of a dormant VM are outdated (security or normal), read from its disk
+    /// without booting it; with IMAGE, which running processes use them.
+    Check(CheckArgs),
+    /// Make a bundle signing key pair in minisign's format: PREFIX.key (secret, unencrypted,
+    /// mode 0600) and PREFIX.pub.
+    Keygen {
+        #[arg(long, value_name = "PREFIX")]
+        out: PathBuf,
+    },
+    /// Look into and check bundles made by `emulate --out`.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
+    /// Firewall Xen vifs (nftables rules held by the kernel) so they pass nothing but the agent
+    /// channel to dom0, until `dormouse release`; `--list` shows what is isolated.
+    Isolate(IsolateArgs),
+    /// Lift the isolation of vifs; nothing else removes it.
+    Release(ReleaseArgs),
+    /// Restore a suspended domain with its network isolated (`xl restore -p`, vifs passing
+    /// only the agent channel), deliver BUNDLE to its `dormouse-agent serve`, and lift the
+    /// isolation once the agent reports it applied; on failure the domain stays isolated.
+    Restore(RestoreArgs),
     /// The guest's utsname, like `uname`.
     Uname {
         #[command(flatten)]
@@ -69,6 +103,102 @@ enum Command {
         #[arg(short = 'a', long)]
         all: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BundleCommand {
+    /// What a bundle changes: files added/changed/removed, scripts by type, packages.
+    Show {
+        bundle: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle's signature (BUNDLE.minisig) and every member against its manifest.
+    /// Same signature check by the standard tool: `minisign -Vm BUNDLE -p KEY`.
+    Verify {
+        bundle: PathBuf,
+        /// The signer's public key (`dormouse keygen`'s PREFIX.pub).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct EmulateArgs {
+    /// Memory image of the suspended guest (`xl save` file, `xl dump-core` file or ELF core).
+    image: Option<PathBuf>,
+    /// A guest disk (raw image, qcow2 or block device), read-only; PATH:N forces the root
+    /// partition. Repeat for several disks.
+    #[arg(long = "disk", value_name = "DISK[:PART]")]
+    disks: Vec<String>,
+    /// Network of the sandbox: `host` (dom0's), `none` (loopback only), or `restricted`
+    /// (only the hosts of the guest's package sources, through a dom0 proxy).
+    #[arg(long, default_value = "host", value_parser = ["host", "none", "restricted"])]
+    net: String,
+    /// With `--net restricted`: also allow HOST:PORT (repeatable). dom0's loopback is reachable
+    /// only this way, never because a guest source names it.
+    #[arg(long = "allow", value_name = "HOST:PORT")]
+    allow: Vec<String>,
+    /// Keep the upper layers (the captured changes) in DIR instead of a discarded tmpfs.
+    #[arg(long, value_name = "DIR")]
+    keep: Option<PathBuf>,
+    /// Write the changes as a bundle B (signed: B.minisig) and the emulation record
+    /// (B.record.json), when COMMAND succeeds.
+    #[arg(long, value_name = "B", requires = "sign_key")]
+    out: Option<PathBuf>,
+    /// The secret key signing the bundle (`dormouse keygen`).
+    #[arg(long, value_name = "KEY", requires = "out")]
+    sign_key: Option<PathBuf>,
+    /// Print a JSON summary on standard output.
+    #[arg(long)]
+    json: bool,
+    /// Interception of maintainer scripts and uname: `seccomp` (trap only execve, execveat and
+    /// uname), `all-syscalls` (stop at every syscall; for measuring), or `off` (scripts really
+    /// run, inside the sandbox; for baselines).
+    #[arg(long, default_value = "seccomp", value_parser = ["seccomp", "all-syscalls", "off"])]
+    trace: String,
+    /// dormouse's state directory (run directories live in STATE/runs).
+    #[arg(long, env = "DORMOUSE_STATE", default_value = emulator::run::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Memory limit of the sandbox (e.g. 4G, 512M; `none` for unlimited).
+    #[arg(long, default_value = "4G")]
+    memory: String,
+    /// Process limit of the sandbox (`none` for unlimited).
+    #[arg(long, default_value = "4096")]
+    pids: String,
+    /// Wall-time limit in seconds (`none` for unlimited).
+    #[arg(long, default_value = "3600")]
+    timeout: String,
+    /// Size limit of the scratch tmpfs holding the changes.
+    #[arg(long, default_value = "8G")]
+    scratch_size: String,
+    /// Bind a dom0 file or directory read-only into the sandbox at TARGET, which must be under
+    /// /run or /tmp (e.g. local .debs: --bind ./debs:/run/debs). Repeatable.
+    #[arg(long = "bind", value_name = "SOURCE:TARGET")]
+    binds: Vec<String>,
+    /// Let COMMAND's fsync/fdatasync/sync reach the disk. By default they return success at
+    /// once: the changes are scratch until dormouse writes the bundle, so durability buys
+    /// nothing but time.
+    #[arg(long)]
+    durable: bool,
+    /// Extra environment for COMMAND (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Without IMAGE: the guest kernel's release, when the guest's /boot does not have it
+    /// (Xen PV domUs booted with a kernel from dom0).
+    #[arg(long, value_name = "RELEASE", conflicts_with = "image")]
+    release: Option<String>,
+    /// The running kernel's System.map, vmlinuz/vmlinux or ISF profile, as for `inspect`.
+    #[arg(long, value_name = "FILE")]
+    system_map: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    isf: Option<PathBuf>,
+    /// The command to run in the guest, after `--`.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Args)]
@@ -91,11 +221,27 @@ struct ImageArgs {
 }
 
 fn main() -> ExitCode {
+    // The sandbox init is this binary re-executed; it must do nothing else first.
+    let mut args = std::env::args_os();
+    if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(emulator::sandbox::INIT_SUBCOMMAND)) {
+        let spec = args.next().map(PathBuf::from).unwrap_or_default();
+        emulator::sandbox::init_main(&spec);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("DORMOUSE_LOG"))
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Command::Emulate(args) = cli.command {
+        return match emulate(*args) {
+            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Err(e) => {
+                eprintln!("dormouse: {}", error_chain(&e));
+                ExitCode::from(125)
+            }
+        };
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dormouse: {}", error_chain(&e));
@@ -121,6 +267,42 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Disk { path, json } => disk(&path, json),
+        Command::Keygen { out } => {
+            let key = applier::bundle::write::generate_key()?;
+            let (secret, public) = applier::bundle::write::write_key_pair(&key, &out)?;
+            println!(
+                "secret key {} (keep it in dom0), public key {} (id {})",
+                secret.display(),
+                public.display(),
+                key.public().key_id_hex()
+            );
+            Ok(())
+        }
+        Command::Bundle(BundleCommand::Show { bundle, json }) => {
+            let bundle = applier::bundle::read::Bundle::open(&bundle)?;
+            let summary = applier::bundle::summary::summarize(bundle.manifest());
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+            Ok(())
+        }
+        Command::Bundle(BundleCommand::Verify { bundle, key }) => {
+            let public = applier::bundle::sign::PublicKey::read(&key)?;
+            let sig_path = applier::bundle::sign::signature_path(&bundle);
+            let signature = applier::bundle::sign::read_signature(&sig_path)?;
+            let trusted = public.verify_file(&bundle, &signature, &sig_path)?;
+            let stats = applier::bundle::read::Bundle::open(&bundle)?.verify_payload()?;
+            println!(
+                "{}: signature by key {} good ({trusted}); {} members, {} bytes match the manifest",
+                bundle.display(),
+                public.key_id_hex(),
+                stats.members,
+                stats.bytes
+            );
+            Ok(())
+        }
         Command::Inspect { image, json } => {
             let snapshot = snapshot(&image)?;
             if json {
@@ -157,6 +339,35 @@ fn run(cli: Cli) -> Result<()> {
             shadowfs::serve(tree, &mountpoint)?;
             Ok(())
         }
+        Command::Emulate(_) => unreachable!("dispatched in main"),
+        Command::Cleanup { state_dir, json } => {
+            let report = emulator::run::cleanup(&state_dir);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                for id in &report.removed_runs {
+                    println!("removed run {id}");
+                }
+                for cgroup in &report.removed_cgroups {
+                    println!("removed cgroup {}", cgroup.display());
+                }
+                for id in &report.active_runs {
+                    println!("left run {id}: its dormouse process is still running");
+                }
+                for problem in &report.problems {
+                    eprintln!("dormouse: cleanup: {problem}");
+                }
+            }
+            if report.problems.is_empty() {
+                Ok(())
+            } else {
+                bail!("cleanup left {} problem(s) above", report.problems.len())
+            }
+        }
+        Command::Check(args) => check(args),
+        Command::Isolate(args) => isolate(args),
+        Command::Release(args) => release(args),
+        Command::Restore(args) => restore(args),
         Command::Uname { image, all } => {
             let u = snapshot(&image)?.uts;
             if all {
@@ -173,6 +384,11 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
+    Ok(snapshot_and_config(args)?.0)
+}
+
+/// The snapshot, and the domain configuration the image embeds (`xl save`).
+fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Option<introspect::DomainConfig>)> {
     let mem = introspect::open_memory(&args.image)?;
     let mut files = ProfileFiles::default();
     if let Some(disk) = &args.disk {
@@ -197,7 +413,8 @@ fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
     if let Some(path) = &args.isf {
         files.isf = Some((path.display().to_string(), introspect::Isf::open(path)?));
     }
-    Ok(introspect::linux::snapshot(mem.as_ref(), &files)?)
+    let snapshot = introspect::linux::snapshot(mem.as_ref(), &files)?;
+    Ok((snapshot, mem.domain_config().cloned()))
 }
 
 fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbols)> {
@@ -414,4 +631,541 @@ fn tempfile_dir() -> Result<tempfile::TempDir> {
         .prefix("dormouse-disk-")
         .tempdir()
         .context("creating a scratch mount point under $TMPDIR")
+}
+
+/// `dormouse emulate`: returns the command's exit status.
+fn emulate(args: EmulateArgs) -> Result<i32> {
+    // Before any thread exists: every mount of the run lives in a namespace that dies with us.
+    emulator::run::enter_private_mount_namespace()?;
+    emulator::run::catch_termination_signals()?;
+    let net = match args.net.as_str() {
+        "none" => emulator::sandbox::NetMode::None,
+        "restricted" => emulator::sandbox::NetMode::Restricted,
+        _ => emulator::sandbox::NetMode::Host,
+    };
+    let limits = emulator::run::Limits {
+        memory_bytes: parse_size("--memory", &args.memory)?,
+        pids: parse_count("--pids", &args.pids)?,
+        wall: parse_count("--timeout", &args.timeout)?.map(std::time::Duration::from_secs),
+        scratch_bytes: parse_size("--scratch-size", &args.scratch_size)?
+            .context("--scratch-size needs a size: the changes live in memory")?,
+        ..Default::default()
+    };
+    let env = args
+        .env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .with_context(|| format!("--env {kv}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut allow = Vec::new();
+    for text in &args.allow {
+        let endpoints = emulator::netproxy::Endpoint::parse_allow(text)
+            .with_context(|| format!("--allow {text}: expected HOST:PORT"))?;
+        allow.extend(endpoints);
+    }
+    let mut disks: Vec<emulator::emulate::DiskArg> = args
+        .disks
+        .iter()
+        .map(|d| emulator::emulate::DiskArg::parse(d))
+        .collect();
+    let snapshot_started = std::time::Instant::now();
+    let snapshot = match &args.image {
+        Some(image) => {
+            let (snapshot, config) = snapshot_and_config(&ImageArgs {
+                image: image.clone(),
+                disk: args.disks.first().cloned(),
+                system_map: args.system_map.clone(),
+                kernel: args.kernel.clone(),
+                isf: args.isf.clone(),
+            })?;
+            if disks.is_empty() {
+                disks = disks_from_image_config(image, config.as_ref())?;
+            }
+            emulator::emulate::SnapshotSource::Image(Box::new(snapshot))
+        }
+        None => emulator::emulate::SnapshotSource::Synthesize {
+            release: args.release.clone(),
+        },
+    };
+    let options = emulator::run::RunOptions {
+        command: args.command,
+        env,
+        net,
+        allow,
+        limits,
+        keep: args.keep,
+        init_program: std::env::current_exe().context("locating the dormouse binary to run the sandbox init")?,
+        progress: emulator::run::Progress::Terminal,
+        stdout_to_stderr: args.json,
+        binds: args
+            .binds
+            .iter()
+            .map(|b| emulator::sandbox::Bind::parse(b).map_err(|e| anyhow::anyhow!("--bind {e}")))
+            .collect::<Result<Vec<_>>>()?,
+        durable: args.durable,
+        trace: match args.trace.as_str() {
+            "off" => emulator::trace::TraceMode::Off,
+            "all-syscalls" => emulator::trace::TraceMode::AllSyscalls,
+            _ => emulator::trace::TraceMode::Seccomp,
+        },
+    };
+    // Read the key before the run: a bad key must not cost an emulation.
+    let sign_key = match &args.sign_key {
+        Some(path) => Some(applier::bundle::sign::SecretKey::read(path)?),
+        None => None,
+    };
+    let created = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let snapshot_phase = emulator::run::Phase {
+        name: "snapshot".into(),
+        millis: snapshot_started.elapsed().as_secs_f64() * 1000.0,
+    };
+    let (mut report, bundle) =
+        emulator::emulate::emulate_with(&disks, snapshot, options, &args.state_dir, |context| {
+            let (Some(out), Some(key)) = (&args.out, &sign_key) else {
+                return Ok(None);
+            };
+            let run = context.report;
+            if run.exit_code != Some(0) || run.timed_out || run.interrupted {
+                return Ok(None);
+            }
+            applier::bundle::write::bundle_from_run(context, out, key, created).map(Some)
+        })?;
+    report.run.phases.insert(0, snapshot_phase);
+    let bundle = bundle.context("writing the bundle")?;
+    let mut json = serde_json::to_value(&report)?;
+    if let Some(outcome) = &bundle {
+        json["bundle"] = serde_json::to_value(outcome)?;
+        let record = outcome.bundle.with_extension("record.json");
+        std::fs::write(&record, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing the emulation record {}", record.display()))?;
+        eprintln!(
+            "dormouse: bundle {} ({} bytes, signature {})",
+            outcome.bundle.display(),
+            outcome.write.bundle_bytes,
+            outcome.signature.display()
+        );
+    } else if let Some(out) = &args.out {
+        eprintln!(
+            "dormouse: the command did not succeed; no bundle written to {}",
+            out.display()
+        );
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if report.run.timed_out {
+        eprintln!(
+            "dormouse: the command exceeded --timeout {} s and was killed",
+            args.timeout
+        );
+        return Ok(124);
+    }
+    for event in &report.run.limit_events {
+        eprintln!("dormouse: limit reached: {event}");
+    }
+    Ok(report.run.exit_code.unwrap_or(125))
+}
+
+/// The disks the save image's xl config names, when they exist on this host.
+fn disks_from_image_config(
+    image: &std::path::Path,
+    config: Option<&introspect::DomainConfig>,
+) -> Result<Vec<emulator::emulate::DiskArg>> {
+    let config = config.with_context(|| {
+        format!(
+            "{} records no domain configuration; pass the guest's disks with --disk PATH",
+            image.display()
+        )
+    })?;
+    let found = emulator::disk::disks_from_config(config)?;
+    for skipped in &found.skipped {
+        eprintln!(
+            "dormouse: xl config disk {} ({}) skipped: {}",
+            skipped.vdev.as_deref().unwrap_or("?"),
+            skipped.path.as_deref().unwrap_or("no path"),
+            skipped.reason
+        );
+    }
+    Ok(found
+        .usable
+        .into_iter()
+        .map(|d| emulator::emulate::DiskArg {
+            path: d.path,
+            format: d.format,
+            vdev: d.vdev,
+            root_partition: None,
+        })
+        .collect())
+}
+
+/// `4G`, `512M`, `64k`, plain bytes, or `none`.
+fn parse_size(flag: &str, text: &str) -> Result<Option<u64>> {
+    if text == "none" {
+        return Ok(None);
+    }
+    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        _ => bail!("{flag} {text}: expected a size like 512M or 4G, or `none`"),
+    };
+    let n: u64 = digits
+        .parse()
+        .with_context(|| format!("{flag} {text}: expected a size like 512M or 4G"))?;
+    Ok(Some(
+        n.checked_shl(shift)
+            .filter(|v| v >> shift == n)
+            .with_context(|| format!("{flag} {text}: too large"))?,
+    ))
+}
+
+fn parse_count(flag: &str, text: &str) -> Result<Option<u64>> {
+    if text == "none" {
+        return Ok(None);
+    }
+    Ok(Some(text.parse().with_context(|| {
+        format!("{flag} {text}: expected a number or `none`")
+    })?))
+}
+
+// ---- dormouse check ----------------------------------------------------------------------
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Memory image of the suspended guest: also list the processes running outdated
+    /// executables.
+    image: Option<PathBuf>,
+    /// The guest's disk (raw image or block device; PATH:N names the root partition),
+    /// read-only. Filesystems its /etc/fstab mounts from the same disk are read too.
+    #[arg(long, value_name = "DISK[:PART]", conflicts_with_all = ["root", "batch"])]
+    disk: Option<String>,
+    /// A directory holding the guest's root tree, instead of a disk.
+    #[arg(long, value_name = "DIR", conflicts_with = "batch")]
+    root: Option<PathBuf>,
+    /// Many VMs: FILE has one per line, `[IMAGE] --disk DISK[:N] [--name NAME]` or
+    /// `[IMAGE] --root DIR [--name NAME]` (# comments); indices are parsed once for all.
+    #[arg(long, value_name = "FILE", conflicts_with = "image")]
+    batch: Option<PathBuf>,
+    /// The VM's name in the results database (default: IMAGE, else the disk or directory).
+    #[arg(long, conflicts_with = "batch")]
+    name: Option<String>,
+    /// Fetch fresh indices from the guest's repositories (release signatures checked with the
+    /// guest's keys by dom0's gpgv) instead of the lists apt last downloaded in the guest.
+    #[arg(long, conflicts_with = "repo_metadata")]
+    refresh: bool,
+    /// Use index files from DIR (laid out like /var/lib/apt/lists) instead of the guest's.
+    #[arg(long, value_name = "DIR")]
+    repo_metadata: Option<PathBuf>,
+    /// Also show what changed since the previous check of the same VM.
+    #[arg(long)]
+    since: bool,
+    /// The results database (default: STATE_DIR/check.sqlite).
+    #[arg(long, value_name = "FILE")]
+    db: Option<PathBuf>,
+    /// dormouse's state directory.
+    #[arg(long, env = "DORMOUSE_STATE", default_value = emulator::run::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Print JSON (one object per VM, in an array with --batch).
+    #[arg(long)]
+    json: bool,
+}
+
+fn check(args: CheckArgs) -> Result<()> {
+    let targets = match (&args.batch, &args.disk, &args.root) {
+        (Some(file), _, _) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            checker::batch::parse(&text, &file.display().to_string())?
+        }
+        (None, Some(disk), _) => vec![checker::Target {
+            name: args.name.clone(),
+            image: args.image.clone(),
+            tree: checker::tree::TreeSource::disk(disk),
+        }],
+        (None, None, Some(root)) => vec![checker::Target {
+            name: args.name.clone(),
+            image: args.image.clone(),
+            tree: checker::tree::TreeSource::Dir(root.clone()),
+        }],
+        (None, None, None) => bail!("name the guest's disk with --disk (or a tree with --root, or VMs with --batch)"),
+    };
+    let source = match (args.refresh, args.repo_metadata) {
+        (true, _) => checker::IndexSource::Refresh,
+        (false, Some(dir)) => checker::IndexSource::Dir(dir),
+        (false, None) => checker::IndexSource::GuestLists,
+    };
+    let db = args.db.unwrap_or_else(|| args.state_dir.join("check.sqlite"));
+    let outcomes = checker::run_checks(&targets, source, Some(&db), args.since)?;
+    if args.json {
+        let value = if args.batch.is_some() {
+            serde_json::to_value(&outcomes)?
+        } else {
+            serde_json::to_value(&outcomes[0])?
+        };
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        for o in &outcomes {
+            match (&o.report, &o.error) {
+                (Some(report), _) => print!("{}", report.text()),
+                (None, Some(e)) => println!("{}: not checked: {e}", o.vm),
+                (None, None) => {}
+            }
+            if let Some(c) = &o.changes {
+                print!("{}", checker::db::changes_text(c));
+            }
+        }
+    }
+    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
+    if failed > 0 {
+        bail!("{failed} of {} VM(s) could not be checked", outcomes.len());
+    }
+    Ok(())
+}
+
+// ---- dormouse isolate / release ----------------------------------------------------------
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["domain", "vifs", "list"])))]
+struct IsolateArgs {
+    /// The running domain whose vifs to isolate (their names are read from xenstore).
+    #[arg(long, value_name = "DOMID")]
+    domain: Option<u32>,
+    /// Interfaces to isolate, by name; they need not exist yet.
+    #[arg(long = "vif", value_name = "IFNAME", num_args = 1..)]
+    vifs: Vec<String>,
+    /// dom0 endpoint the vifs may talk to: ADDR (anything to and from it) or ADDR:PORT,
+    /// [IPV6]:PORT (TCP whose dom0-side port is PORT, either side connecting). Repeatable;
+    /// without it nothing passes.
+    #[arg(long = "allow", value_name = "ADDR[:PORT]", conflicts_with = "list")]
+    allow: Vec<String>,
+    /// Show the isolated vifs instead.
+    #[arg(long)]
+    list: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+#[command(group(ArgGroup::new("target").required(true).args(["domain", "vifs", "all"])))]
+struct ReleaseArgs {
+    /// The domain whose vifs to release (names read from xenstore).
+    #[arg(long, value_name = "DOMID")]
+    domain: Option<u32>,
+    /// Interfaces to release, by name (as `dormouse isolate --list` shows them).
+    #[arg(long = "vif", value_name = "IFNAME", num_args = 1..)]
+    vifs: Vec<String>,
+    /// Every isolated vif: the dormouse nftables tables are deleted.
+    #[arg(long)]
+    all: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The vifs named on the command line, or those of `--domain` from xenstore.
+fn target_vifs(domain: Option<u32>, vifs: Vec<String>) -> Result<Vec<String>> {
+    use applier::toolstack::Toolstack;
+    let Some(domid) = domain else {
+        return Ok(vifs);
+    };
+    let found = applier::toolstack::XlToolstack.vifs(domid)?;
+    if found.is_empty() {
+        bail!("domain {domid} has no vif under /local/domain/0/backend/vif/{domid} in xenstore: nothing to do");
+    }
+    Ok(found)
+}
+
+fn isolate(args: IsolateArgs) -> Result<()> {
+    if args.list {
+        let isolated = applier::isolate::list()?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&isolated)?);
+        } else if isolated.is_empty() {
+            println!("no vif is isolated");
+        }
+        for v in isolated.iter().filter(|_| !args.json) {
+            let allow: Vec<String> = v.allow.iter().map(|a| a.to_string()).collect();
+            println!(
+                "{}: allows {}; tables {}; {} packets dropped",
+                v.vif,
+                if allow.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    allow.join(" ")
+                },
+                v.families.join("+"),
+                v.dropped_packets
+            );
+        }
+        return Ok(());
+    }
+    let allow = args
+        .allow
+        .iter()
+        .map(|a| a.parse::<applier::isolate::Allow>())
+        .collect::<Result<Vec<_>, _>>()?;
+    let vifs = target_vifs(args.domain, args.vifs)?;
+    applier::isolate::isolate(&vifs, &allow)?;
+    if args.json {
+        println!("{}", serde_json::json!({"isolated": vifs, "allow": allow}));
+    } else {
+        let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
+        println!(
+            "isolated {}; allowed: {}",
+            vifs.join(" "),
+            if allow.is_empty() {
+                "nothing".to_owned()
+            } else {
+                allow.join(" ")
+            }
+        );
+    }
+    Ok(())
+}
+
+fn release(args: ReleaseArgs) -> Result<()> {
+    let report = if args.all {
+        applier::isolate::Released {
+            released: applier::isolate::release_all()?,
+            not_isolated: Vec::new(),
+        }
+    } else {
+        applier::isolate::release(&target_vifs(args.domain, args.vifs)?)?
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for vif in &report.released {
+            println!("released {vif}");
+        }
+        for vif in &report.not_isolated {
+            println!("{vif} was not isolated");
+        }
+    }
+    Ok(())
+}
+
+// ---- dormouse restore --------------------------------------------------------------------
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// The bundle made from IMAGE by `emulate --out` (its signature B.minisig beside it).
+    #[arg(long, value_name = "B")]
+    bundle: PathBuf,
+    /// The guest's address for the agent channel (default: the first address of the guest's
+    /// interfaces in the snapshot, IPv4 first).
+    #[arg(long, value_name = "ADDR")]
+    agent: Option<std::net::IpAddr>,
+    /// dom0's address on the guest's network (default: the one routing picks towards the agent).
+    #[arg(long, value_name = "ADDR")]
+    dom0_addr: Option<std::net::IpAddr>,
+    /// The agent channel's port: the agent listens on it, dom0 connects from it.
+    #[arg(long, value_name = "N", default_value_t = applier::transport::DEFAULT_PORT)]
+    port: u16,
+    /// Seconds from unpausing the domain until the agent's final report.
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    timeout: u64,
+    /// A program implementing the toolstack operations (see applier::toolstack::CommandToolstack)
+    /// instead of `xl` and the xenstore tools.
+    #[arg(long, value_name = "PROGRAM", env = "DORMOUSE_TOOLSTACK")]
+    toolstack: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn restore(args: RestoreArgs) -> Result<()> {
+    use applier::restore::{Progress, RestoreError, RestoreOptions};
+    use applier::transport::Message;
+    let (snapshot, _) = snapshot_and_config(&args.image)?;
+    let agent = match args.agent {
+        Some(addr) => addr,
+        None => applier::restore::agent_address(&snapshot).with_context(|| {
+            format!(
+                "{}: the guest's interfaces have no usable address; pass --agent ADDR",
+                args.image.image.display()
+            )
+        })?,
+    };
+    let dom0 = match args.dom0_addr {
+        Some(addr) => addr,
+        None => applier::restore::dom0_address_towards(agent)
+            .with_context(|| format!("finding dom0's address towards {agent}; pass --dom0-addr ADDR"))?,
+    };
+    let toolstack: Box<dyn applier::toolstack::Toolstack> = match args.toolstack {
+        Some(program) => Box::new(applier::toolstack::CommandToolstack { program }),
+        None => Box::new(applier::toolstack::XlToolstack),
+    };
+    let options = RestoreOptions {
+        image: args.image.image.clone(),
+        bundle: args.bundle.clone(),
+        image_identity: applier::bundle::write::guest_identity(&snapshot),
+        agent,
+        dom0,
+        port: args.port,
+        timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    let mut progress = |p: Progress| match p {
+        Progress::PendingKey { path } => eprintln!("dormouse: marked pending: {path}"),
+        Progress::Restored { domid, seconds } => {
+            eprintln!("dormouse: restored paused as domain {domid} ({seconds:.2} s)")
+        }
+        Progress::Isolated { vifs, allow } => eprintln!("dormouse: isolated {} (allowed: {allow})", vifs.join(" ")),
+        Progress::Unpaused => eprintln!("dormouse: unpaused"),
+        Progress::Connected { attempts, seconds } => {
+            eprintln!("dormouse: agent at {agent} reached after {seconds:.2} s ({attempts} attempts)")
+        }
+        Progress::Agent(Message::Progress { stage, detail, seconds }) => {
+            eprintln!("dormouse: agent: {stage} ({detail}) at {seconds:.2} s")
+        }
+        Progress::Agent(_) => {}
+        Progress::Released { vifs } => eprintln!("dormouse: released {}", vifs.join(" ")),
+    };
+    match applier::restore::restore(toolstack.as_ref(), &options, &mut progress) {
+        Ok(outcome) => {
+            for warning in &outcome.warnings {
+                eprintln!("dormouse: warning: {warning}");
+            }
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&outcome)?);
+            } else {
+                println!(
+                    "domain {} ({}): bundle {} {}; isolation lifted {:.2} s after unpausing (agent apply {:.2} s)",
+                    outcome.domid,
+                    outcome.domain_uuid,
+                    outcome.bundle_id,
+                    outcome.report["result"].as_str().unwrap_or("?"),
+                    outcome.timings.unpause_to_released_s,
+                    outcome.timings.apply_s
+                );
+            }
+            Ok(())
+        }
+        Err(RestoreError::Stranded(stranded)) => {
+            if args.json {
+                let json = serde_json::json!({
+                    "domid": stranded.domid,
+                    "vifs": stranded.vifs,
+                    "isolated": true,
+                    "pending_key": stranded.pending_key,
+                    "bundle_id": stranded.bundle_id,
+                    "error": stranded.failure,
+                    "report": stranded.report,
+                });
+                println!("{}", serde_json::to_string_pretty(&json)?);
+            }
+            bail!("{stranded}")
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -136,6 +136,9 @@ fn check_cpuinfo(case: &Case, s: &GuestSnapshot) {
             ("core id", cpu.core_id.unwrap().to_string()),
             ("cpu cores", cpu.cpu_cores.unwrap().to_string()),
             ("apicid", cpu.apicid.unwrap().to_string()),
+            ("initial apicid", cpu.initial_apicid.unwrap().to_string()),
+            ("cpuid level", cpu.cpuid_level.unwrap().to_string()),
+            ("TLB size", format!("{} 4K pages", cpu.tlb_size.unwrap())),
             ("bogomips", format!("{:.2}", cpu.bogomips.unwrap())),
             ("clflush size", cpu.clflush_size.unwrap().to_string()),
             ("cache_alignment", cpu.cache_alignment.unwrap().to_string()),
@@ -365,6 +368,93 @@ fn check_task_details(case: &Case, s: &GuestSnapshot) {
     }
 }
 
+/// Each process's threads (`/proc/PID/task`) and environment against the ids and `environ`
+/// the guest listed; each thread's stat detail follows `do_task_stat()` with `whole` = 0:
+/// the group-wide fields are the leader's, the counters its own.
+fn check_threads_and_environ(case: &Case, s: &GuestSnapshot) {
+    let name = &case.name;
+    let tasks: BTreeMap<i32, _> = s.tasks.iter().map(|t| (t.pid, t)).collect();
+    let (mut threads_compared, mut environs_compared, mut multi) = (0, 0, 0);
+    for p in case.truth["processes"].as_array().unwrap() {
+        let comm = p["comm"].as_str().unwrap();
+        let pid = p["pid"].as_i64().unwrap() as i32;
+        let Some(t) = tasks.get(&pid).filter(|_| !comm.starts_with("kworker/")) else {
+            continue;
+        };
+        let tids: Vec<i32> = t.threads.iter().map(|th| th.pid).collect();
+        match &p["threads"] {
+            Value::Array(want) => {
+                let want: Vec<i32> = want.iter().map(|t| t.as_i64().unwrap() as i32).collect();
+                assert_eq!(tids, want, "{name}: pid {pid} ({comm}) /proc/{pid}/task");
+            }
+            // The Xen ground truth has the count only.
+            count => assert_eq!(
+                Some(tids.len() as u64),
+                count.as_u64(),
+                "{name}: pid {pid} thread count"
+            ),
+        }
+        threads_compared += 1;
+        multi += usize::from(tids.len() > 1);
+        let d = t.detail.as_ref().unwrap();
+        assert_eq!(t.threads[0].pid, pid, "{name}: pid {pid}: the leader lists first");
+        for th in &t.threads {
+            let what = format!("{name}: pid {pid} thread {}", th.pid);
+            assert_eq!(th.tgid, pid, "{what}: tgid");
+            assert!(
+                th.threads.is_empty() && th.cmdline.is_none() && th.environ.is_none(),
+                "{what}"
+            );
+            let td = th.detail.as_ref().unwrap_or_else(|| panic!("{what}: no detail"));
+            assert!(td.threads.is_empty(), "{what}: the group's thread list is the leader's");
+            let shared = |d: &introspect::linux::TaskDetail| {
+                (
+                    (d.pgrp, d.session, d.tty_nr, d.tpgid),
+                    (d.vsize, d.rss_pages, d.rsslim, d.code, d.start_stack),
+                    (d.cminflt, d.cmajflt, d.cutime, d.cstime, d.cguest_time),
+                    (d.sig_ignored, d.sig_caught, d.data, d.arg, d.env),
+                )
+            };
+            assert_eq!(shared(td), shared(d), "{what}: group-wide stat fields");
+            assert!(td.minflt <= d.minflt && td.utime <= d.utime, "{what}: own counters");
+            if th.pid != pid {
+                // Threads are created with exit_signal -1 (copy_process() for CLONE_THREAD).
+                assert_eq!(td.exit_signal, -1, "{what}: exit_signal");
+            }
+        }
+        // The group sums its live threads' counters (plus those of exited ones).
+        let sum: u64 = t.threads.iter().map(|th| th.detail.as_ref().unwrap().minflt).sum();
+        assert!(
+            sum <= d.minflt,
+            "{name}: pid {pid}: threads' minflt {sum} > group's {}",
+            d.minflt
+        );
+        if let Some(want) = p["environ"].as_array() {
+            let want: Vec<&str> = want.iter().map(|e| e.as_str().unwrap()).collect();
+            let got = t
+                .environ
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: pid {pid} ({comm}) has no environ"));
+            assert_eq!(got, &want, "{name}: pid {pid} ({comm}) environ");
+            environs_compared += 1;
+        }
+    }
+    assert!(
+        threads_compared >= 20,
+        "{name}: only {threads_compared} thread lists compared"
+    );
+    if case.truth["processes"][0]["environ"].is_array() {
+        assert!(
+            environs_compared >= 20,
+            "{name}: only {environs_compared} environments compared"
+        );
+    }
+    if name.starts_with("qemu") {
+        // The lab guest's dormouse-thr runs four threads.
+        assert!(multi >= 1, "{name}: no multi-threaded process compared");
+    }
+}
+
 #[test]
 fn proc_state_matches_what_the_guests_printed() {
     for case in cases() {
@@ -374,6 +464,7 @@ fn proc_state_matches_what_the_guests_printed() {
         check_cpuinfo(&case, &s);
         check_clocks_and_counters(&case, &s);
         check_task_details(&case, &s);
+        check_threads_and_environ(&case, &s);
         assert!(
             s.warnings
                 .iter()

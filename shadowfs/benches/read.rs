@@ -28,7 +28,7 @@ fn bench(c: &mut Criterion) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let _session = shadowfs::spawn(tree, dir.path()).expect("mount the shadow /proc");
+    let _session = shadowfs::spawn(shadowfs::ShadowFs::new(tree), dir.path()).expect("mount the shadow /proc");
     for f in FILES {
         let path = dir.path().join(f);
         std::fs::read(&path).expect("warm read through FUSE");

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io::Read;
+use std::os::fd::FromRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -61,6 +62,10 @@ pub struct ShadowFs {
     /// never reach this server. At most one per inode at a time, as the kernel requires for
     /// concurrent opens of the same inode.
     backing: Mutex<Backings>,
+    /// Whether to ask the kernel for passthrough at all.
+    allow_passthrough: bool,
+    /// Read requests answered by this server (passthrough reads never reach it).
+    reads: Arc<AtomicU64>,
     /// dom0's procfs, where the caller's own entries come from.
     host_proc: PathBuf,
     mounted_at: SystemTime,
@@ -88,9 +93,23 @@ impl ShadowFs {
             rendered: Mutex::new(HashMap::new()),
             passthrough: AtomicBool::new(false),
             backing: Mutex::new(Backings::default()),
+            allow_passthrough: true,
+            reads: Arc::new(AtomicU64::new(0)),
             host_proc,
             mounted_at: SystemTime::now(),
         }
+    }
+
+    /// Never uses FUSE passthrough: every read(2) is answered by this server, as on kernels
+    /// without passthrough (< 6.9) or servers without CAP_SYS_ADMIN.
+    pub fn without_passthrough(mut self) -> ShadowFs {
+        self.allow_passthrough = false;
+        self
+    }
+
+    /// Counts the read requests this server answers (reads served by passthrough are not).
+    pub fn server_reads(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.reads)
     }
 
     fn path_of(&self, ino: INodeNo) -> Option<String> {
@@ -149,6 +168,18 @@ impl ShadowFs {
     fn caller_tgid(&self, tid: u32) -> Option<u32> {
         if tid == 0 {
             return None;
+        }
+        // Nearly every caller is a process's main thread, whose tid is its tgid: pidfd_open
+        // succeeds only for such a thread, and costs one syscall instead of reading and parsing
+        // /proc/<tid>/status on every lookup under /proc/self.
+        if self.host_proc == Path::new("/proc") {
+            // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, tid as libc::pid_t, 0) };
+            if fd >= 0 {
+                // SAFETY: the descriptor was just returned to us and is closed once.
+                drop(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) });
+                return Some(tid);
+            }
         }
         let status = std::fs::read_to_string(self.host_proc.join(tid.to_string()).join("status")).ok()?;
         status
@@ -390,7 +421,9 @@ impl Filesystem for ShadowFs {
         // Passthrough: reads of immutable guest files go straight to a memfd in the kernel, no
         // round trip here per read(2) (direct I/O would cost one each, as i_size stays 0).
         // Stack depth 1 keeps this mount usable under overlayfs.
-        let on = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() && config.set_max_stack_depth(1).is_ok();
+        let on = self.allow_passthrough
+            && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok()
+            && config.set_max_stack_depth(1).is_ok();
         self.passthrough.store(on, Ordering::Relaxed);
         Ok(())
     }
@@ -500,6 +533,7 @@ impl Filesystem for ShadowFs {
         let Some(bytes) = bytes else {
             return reply.error(Errno::EBADF);
         };
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(bytes.len());
         let end = start.saturating_add(size as usize).min(bytes.len());
         reply.data(&bytes[start..end]);
@@ -683,14 +717,13 @@ impl Drop for Mounted {
     }
 }
 
-/// Mounts `tree` at `mountpoint` served by background threads of this process; unmounted when
+/// Mounts `fs` at `mountpoint` served by background threads of this process; unmounted when
 /// the returned [`Mounted`] is dropped (for tests and benchmarks).
-pub fn spawn(tree: ProcTree, mountpoint: &Path) -> Result<Mounted, MountError> {
-    let session =
-        fuser::spawn_mount(ShadowFs::new(tree), mountpoint, &mount_config(4)).map_err(|source| MountError::Mount {
-            path: mountpoint.to_owned(),
-            source,
-        })?;
+pub fn spawn(fs: ShadowFs, mountpoint: &Path) -> Result<Mounted, MountError> {
+    let session = fuser::spawn_mount(fs, mountpoint, &mount_config(4)).map_err(|source| MountError::Mount {
+        path: mountpoint.to_owned(),
+        source,
+    })?;
     Ok(Mounted {
         session: Some(session),
         path: mountpoint.to_owned(),

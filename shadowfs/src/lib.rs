@@ -11,8 +11,9 @@
 //!   any offset serve slices of one rendering. Guest files are immutable (the snapshot never
 //!   changes) and rendered once; with FUSE passthrough (kernel ≥ 6.9, server with
 //!   CAP_SYS_ADMIN) each becomes a sealed memfd in the kernel, so an `open` costs one round
-//!   trip to the server and reads none (without it, every read(2) is one round trip: direct
-//!   I/O, as i_size is 0). `sys/kernel/random/uuid` and the caller's own files are read per
+//!   trip to the server and reads none (without it, or with
+//!   [`ShadowFs::without_passthrough`], every read(2) is one round trip: direct I/O, as i_size
+//!   is 0). `sys/kernel/random/uuid` and the caller's own files are read per
 //!   `open` and served from the server.
 //!
 //! # `self` and `thread-self`
@@ -38,8 +39,11 @@
 //! # Deviations from procfs, by design
 //! - `mounts` is the guest's mount table (a file), not a symlink to `self/mounts`: `self` is
 //!   the dom0 caller, whose mount table is dom0's sandbox.
-//! - `modules` has no "used by" column data in the snapshot (printed as `-`), and the load
-//!   address is printed as zeros, as the kernel prints it to readers without CAP_SYSLOG.
+//! - `mounts` carries the filesystem-specific options of tmpfs (devtmpfs, rootfs), devpts,
+//!   proc and sysfs; other filesystems (ext4, cgroup, ...) show their generic options only, and
+//!   the snapshot's warnings name each such mount.
+//! - `PID/wchan` does not exist: the kernel finds the wait channel by unwinding the task's
+//!   kernel stack with its ORC tables, which the snapshot does not carry (`ps -o wchan` shows `?`).
 
 pub mod fs;
 pub mod render;

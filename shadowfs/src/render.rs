@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use introspect::linux::{GuestSnapshot, Module, Task};
+use introspect::linux::{GuestSnapshot, Module, Task, TtyDrivers};
 
 /// Hidden directory under which the caller's own dom0 `/proc/<pid>` is served (see the crate
 /// documentation for the `self` rule).
@@ -71,11 +71,18 @@ enum Source {
     /// A fixed value, printed with a trailing newline (sysctls).
     Line(String),
     Uuid,
-    TaskStat(usize),
-    TaskStatus(usize),
+    TtyDrivers,
+    TaskStat(TaskRef),
+    TaskStatus(TaskRef),
+    TaskComm(TaskRef),
+    /// The group's argument and environment areas: index of the leader.
     TaskCmdline(usize),
-    TaskComm(usize),
+    TaskEnviron(usize),
 }
+
+/// A task of the snapshot: `tasks[.0]`, or its thread `tasks[.0].threads[t]` for `Some(t)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TaskRef(usize, Option<usize>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
@@ -201,66 +208,61 @@ impl ProcTree {
                 .or_insert_with(|| (Source::Line(id.clone()), ro));
         }
         files.insert("sys/kernel/random/uuid".into(), (Source::Uuid, ro));
-        // Per process: thread-group leaders only, like /proc's listing.
+        if s.tty.is_some() {
+            files.insert("tty/drivers".into(), (Source::TtyDrivers, ro));
+        }
+        // Per process: thread-group leaders only, like /proc's listing; each thread of a group
+        // under its `task/`. Directories belong to their task's owner like the files in them.
+        let mut dir_owner: BTreeMap<String, (u32, u32)> = BTreeMap::new();
         let mut seen = BTreeSet::new();
         for (i, t) in s.tasks.iter().enumerate() {
             if t.pid != t.tgid || t.pid <= 0 || !seen.insert(t.pid) {
                 continue;
             }
-            let (uid, gid) = task_owner(t);
-            let own = |mut a: Attr| {
-                a.uid = uid;
-                a.gid = gid;
-                a
-            };
             let p = t.pid;
-            files.insert(format!("{p}/stat"), (Source::TaskStat(i), own(ro)));
-            files.insert(format!("{p}/status"), (Source::TaskStatus(i), own(ro)));
-            files.insert(format!("{p}/comm"), (Source::TaskComm(i), own(rw)));
-            if t.cmdline.is_some() {
-                files.insert(format!("{p}/cmdline"), (Source::TaskCmdline(i), own(ro)));
+            dir_owner.insert(p.to_string(), task_owner(t));
+            task_entries(&mut files, &mut links, &p.to_string(), (t, i), None);
+            if !t.threads.is_empty() {
+                dir_owner.insert(format!("{p}/task"), task_owner(t));
             }
-            if let Some(d) = &t.detail {
-                for (name, target) in [("root", &d.root), ("cwd", &d.cwd), ("exe", &d.exe)] {
-                    if let Some(target) = target {
-                        links.insert(format!("{p}/{name}"), (target.clone(), own(attr(Kind::Symlink, 0o777))));
-                    }
+            let mut tids = BTreeSet::new();
+            for (j, th) in t.threads.iter().enumerate() {
+                if th.pid <= 0 || th.tgid != p || !tids.insert(th.pid) {
+                    continue;
                 }
+                let dir = format!("{p}/task/{}", th.pid);
+                dir_owner.insert(dir.clone(), task_owner(th));
+                task_entries(&mut files, &mut links, &dir, (t, i), Some(j));
             }
         }
 
         let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
         let mut children: BTreeMap<String, BTreeMap<String, Kind>> = BTreeMap::new();
         children.insert(String::new(), BTreeMap::new());
-        let mut dir_owner: BTreeMap<String, (u32, u32)> = BTreeMap::new();
-        let mut add_parents =
-            |path: &str, kind: Kind, owner: (u32, u32), children: &mut BTreeMap<_, BTreeMap<_, _>>| {
-                let mut kind = kind;
-                let mut cur = path.to_owned();
-                loop {
-                    let (parent, name) = match cur.rsplit_once('/') {
-                        Some((p, n)) => (p.to_owned(), n.to_owned()),
-                        None => (String::new(), cur.clone()),
-                    };
-                    let entry: &mut BTreeMap<String, Kind> = children.entry(parent.clone()).or_default();
-                    let existed = entry.contains_key(&name);
-                    entry.insert(name, kind);
-                    if !parent.is_empty() && parent.split('/').count() == 1 && parent.parse::<i32>().is_ok() {
-                        dir_owner.insert(parent.clone(), owner);
-                    }
-                    if existed || parent.is_empty() {
-                        break;
-                    }
-                    kind = Kind::Dir;
-                    cur = parent;
+        let add_parents = |path: &str, kind: Kind, children: &mut BTreeMap<_, BTreeMap<_, _>>| {
+            let mut kind = kind;
+            let mut cur = path.to_owned();
+            loop {
+                let (parent, name) = match cur.rsplit_once('/') {
+                    Some((p, n)) => (p.to_owned(), n.to_owned()),
+                    None => (String::new(), cur.clone()),
+                };
+                let entry: &mut BTreeMap<String, Kind> = children.entry(parent.clone()).or_default();
+                let existed = entry.contains_key(&name);
+                entry.insert(name, kind);
+                if existed || parent.is_empty() {
+                    break;
                 }
-            };
+                kind = Kind::Dir;
+                cur = parent;
+            }
+        };
         for (path, (source, a)) in files {
-            add_parents(&path, Kind::File, (a.uid, a.gid), &mut children);
+            add_parents(&path, Kind::File, &mut children);
             nodes.insert(path, Node::File { source, attr: a });
         }
         for (path, (target, a)) in links {
-            add_parents(&path, Kind::Symlink, (a.uid, a.gid), &mut children);
+            add_parents(&path, Kind::Symlink, &mut children);
             nodes.insert(path, Node::Symlink { target, attr: a });
         }
         for (name, thread) in [("self", false), ("thread-self", true)] {
@@ -350,6 +352,17 @@ impl ProcTree {
         }
     }
 
+    /// The task `r` names and its group's thread count (`get_nr_threads()`, which stat and
+    /// status print for a thread as for its group).
+    fn task(&self, r: TaskRef) -> (&Task, usize) {
+        let leader = &self.snapshot.tasks[r.0];
+        let threads = leader.detail.as_ref().map_or(0, |d| d.threads.len());
+        match r.1 {
+            Some(j) => (&leader.threads[j], threads),
+            None => (leader, threads),
+        }
+    }
+
     fn file(&self, source: &Source) -> Vec<u8> {
         let s = &self.snapshot;
         let text = match source {
@@ -369,20 +382,75 @@ impl ProcTree {
             Source::Swaps => swaps(s),
             Source::Line(v) => format!("{v}\n"),
             Source::Uuid => format!("{}\n", uuid::Uuid::new_v4().hyphenated()),
-            Source::TaskStat(i) => task_stat(&s.tasks[*i]),
-            Source::TaskStatus(i) => task_status(&s.tasks[*i]),
-            Source::TaskComm(i) => format!("{}\n", s.tasks[*i].comm),
-            Source::TaskCmdline(i) => {
-                let mut out = Vec::new();
-                for arg in s.tasks[*i].cmdline.iter().flatten() {
-                    out.extend_from_slice(arg.as_bytes());
-                    out.push(0);
-                }
-                return out;
+            Source::TtyDrivers => tty_drivers(s.tty.as_ref()),
+            Source::TaskStat(r) => {
+                let (t, threads) = self.task(*r);
+                task_stat(t, threads)
             }
+            Source::TaskStatus(r) => {
+                let (t, threads) = self.task(*r);
+                task_status(t, threads)
+            }
+            Source::TaskComm(r) => format!("{}\n", self.task(*r).0.comm),
+            Source::TaskCmdline(i) => return nul_terminated(s.tasks[*i].cmdline.iter().flatten()),
+            Source::TaskEnviron(i) => return nul_terminated(s.tasks[*i].environ.iter().flatten()),
         };
         text.into_bytes()
     }
+}
+
+/// The files and links of `/proc/PID/` (for the group `leader`, with its index) or, for
+/// `Some(thread)`, of `/proc/PID/task/TID/`: owned by that task, with the group's `cmdline`
+/// and `environ`.
+fn task_entries(
+    files: &mut BTreeMap<String, (Source, Attr)>,
+    links: &mut BTreeMap<String, (String, Attr)>,
+    dir: &str,
+    (leader, i): (&Task, usize),
+    thread: Option<usize>,
+) {
+    let Some(t) = thread.map_or(Some(leader), |j| leader.threads.get(j)) else {
+        return;
+    };
+    let r = TaskRef(i, thread);
+    let (uid, gid) = task_owner(t);
+    let own = |mode: u16, kind: Kind| Attr {
+        uid,
+        gid,
+        ..attr(kind, mode)
+    };
+    files.insert(format!("{dir}/stat"), (Source::TaskStat(r), own(0o444, Kind::File)));
+    files.insert(format!("{dir}/status"), (Source::TaskStatus(r), own(0o444, Kind::File)));
+    files.insert(format!("{dir}/comm"), (Source::TaskComm(r), own(0o644, Kind::File)));
+    if leader.cmdline.is_some() {
+        files.insert(
+            format!("{dir}/cmdline"),
+            (Source::TaskCmdline(i), own(0o444, Kind::File)),
+        );
+    }
+    if leader.environ.is_some() {
+        files.insert(
+            format!("{dir}/environ"),
+            (Source::TaskEnviron(i), own(0o400, Kind::File)),
+        );
+    }
+    if let Some(d) = &t.detail {
+        for (name, target) in [("root", &d.root), ("cwd", &d.cwd), ("exe", &d.exe)] {
+            if let Some(target) = target {
+                links.insert(format!("{dir}/{name}"), (target.clone(), own(0o777, Kind::Symlink)));
+            }
+        }
+    }
+}
+
+/// Strings each followed by a NUL, as `cmdline` and `environ` are read.
+fn nul_terminated<'a>(strings: impl Iterator<Item = &'a String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for s in strings {
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+    }
+    out
 }
 
 /// `/proc/PID/*` belongs to the task's effective ids, like procfs (`task_dump_owner`).
@@ -558,10 +626,23 @@ fn cpuinfo(s: &GuestSnapshot) -> String {
         if let Some(a) = c.apicid {
             let _ = writeln!(out, "apicid\t\t: {a}");
         }
+        if let Some(a) = c.initial_apicid {
+            let _ = writeln!(out, "initial apicid\t: {a}");
+        }
+        // show_cpuinfo_misc() of x86-64: fpu, exceptions and write protection always exist.
+        if let Some(level) = c.cpuid_level {
+            let _ = writeln!(
+                out,
+                "fpu\t\t: yes\nfpu_exception\t: yes\ncpuid level\t: {level}\nwp\t\t: yes"
+            );
+        }
         let _ = writeln!(out, "flags\t\t: {}", c.flags.join(" "));
         let _ = writeln!(out, "bugs\t\t: {}", c.bugs.join(" "));
         if let Some(b) = c.bogomips {
             let _ = writeln!(out, "bogomips\t: {b:.2}");
+        }
+        if let Some(pages) = c.tlb_size {
+            let _ = writeln!(out, "TLB size\t: {pages} 4K pages");
         }
         if let Some(v) = c.clflush_size {
             let _ = writeln!(out, "clflush size\t: {v}");
@@ -573,6 +654,54 @@ fn cpuinfo(s: &GuestSnapshot) -> String {
             let _ = writeln!(out, "address sizes\t: {p} bits physical, {v} bits virtual");
         }
         out.push_str("power management:\n\n");
+    }
+    out
+}
+
+/// `/proc/tty/drivers` (fs/proc/proc_tty.c `show_tty_driver`): the fixed pseudo-drivers
+/// before the first driver, then each driver's device range, one line per major it spans.
+fn tty_drivers(tty: Option<&TtyDrivers>) -> String {
+    const MINORBITS: u32 = 20;
+    let mut out = String::new();
+    let Some(tty) = tty else { return out };
+    // "%-20s /dev/%-8s %3d " then the minors: "%7d" for a single device, "%d-%d" for more.
+    let mut line = |driver: &str, name: &str, major: u32, minors: &str, kind: &str| {
+        let _ = writeln!(out, "{driver:<20} /dev/{name:<8} {major:>3} {minors} {kind}");
+    };
+    let single = |minor: u32| format!("{minor:>7}");
+    if !tty.drivers.is_empty() {
+        line("/dev/tty", "tty", 5, &single(0), "system:/dev/tty");
+        line("/dev/console", "console", 5, &single(1), "system:console");
+        if tty.unix98_ptys {
+            line("/dev/ptmx", "ptmx", 5, &single(2), "system");
+        }
+        if tty.vt {
+            line("/dev/vc/0", "vc/0", 4, &single(0), "system:vtmaster");
+        }
+    }
+    for d in &tty.drivers {
+        let driver = d.driver_name.as_deref().unwrap_or("unknown");
+        // dev_t arithmetic as the kernel does it, in 32 bits.
+        let mut from = (d.major << MINORBITS).wrapping_add(d.minor_start);
+        let to = from.wrapping_add(d.num);
+        let minor = |dev: u32| dev & ((1 << MINORBITS) - 1);
+        let mut range = |from: u32, num: u32| {
+            let minors = if d.num > 1 {
+                format!("{}-{}", minor(from), minor(from).wrapping_add(num).wrapping_sub(1))
+            } else {
+                single(minor(from))
+            };
+            line(driver, &d.name, from >> MINORBITS, &minors, &d.kind);
+        };
+        // At most 4096 majors exist (12 bits): a corrupt range cannot loop longer.
+        while from >> MINORBITS < to >> MINORBITS {
+            let next = ((from >> MINORBITS) + 1) << MINORBITS;
+            range(from, next.wrapping_sub(from));
+            from = next;
+        }
+        if from != to {
+            range(from, to.wrapping_sub(from));
+        }
     }
     out
 }
@@ -667,10 +796,12 @@ fn swaps(s: &GuestSnapshot) -> String {
     out
 }
 
-/// `/proc/PID/stat` (fs/proc/array.c `do_task_stat`, whole group) as a reader with ptrace
-/// access to the task (root) sees it. Fields 1-4 always; the other 48 only with the task's
-/// detail: positional fields cannot be skipped, and none is made up.
-fn task_stat(t: &Task) -> String {
+/// `/proc/PID/stat` and `/proc/PID/task/TID/stat` (fs/proc/array.c `do_task_stat`, of the
+/// whole group or of one thread, as the snapshot computed the task's detail) as a reader with
+/// ptrace access to the task (root) sees it; `threads` is the group's count. Fields 1-4
+/// always; the other 48 only with the task's detail: positional fields cannot be skipped,
+/// and none is made up.
+fn task_stat(t: &Task, threads: usize) -> String {
     let mut out = format!("{} ({}) {} {}", t.pid, t.comm, t.state, t.ppid);
     if let Some(d) = &t.detail {
         // Signal fields are "obsolete ... decimal for Linux 2.0 compatibility": the first 31.
@@ -691,7 +822,7 @@ fn task_stat(t: &Task) -> String {
             &d.cstime,
             &d.priority,
             &d.nice,
-            &d.threads.len(),
+            &threads,
             // itrealvalue: always 0 since 2.6.17.
             &0,
             &d.start_time,
@@ -751,8 +882,8 @@ fn state_name(state: char) -> &'static str {
 }
 
 /// `/proc/PID/status` (fs/proc/array.c `proc_pid_status`): the lines the snapshot has, in the
-/// kernel's order.
-fn task_status(t: &Task) -> String {
+/// kernel's order; `threads` is the group's count.
+fn task_status(t: &Task, threads: usize) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Name:\t{}", mangle_utf8(&t.comm, b"\n\\"));
     if let Some(u) = t.detail.as_ref().and_then(|d| d.umask) {
@@ -775,8 +906,8 @@ fn task_status(t: &Task) -> String {
     for (name, kb) in &d.vm {
         let _ = writeln!(out, "{name}:\t{kb:>8} kB");
     }
-    if !d.threads.is_empty() {
-        let _ = writeln!(out, "Threads:\t{}", d.threads.len());
+    if threads > 0 {
+        let _ = writeln!(out, "Threads:\t{threads}");
     }
     let _ = writeln!(out, "SigBlk:\t{:016x}", d.sig_blocked);
     let _ = writeln!(out, "SigIgn:\t{:016x}", d.sig_ignored);
@@ -802,6 +933,33 @@ mod tests {
             address: 0xffff_ffff_c04e_a000,
             taints: taints.into(),
         }
+    }
+
+    #[test]
+    fn tty_driver_ranges_split_at_majors_like_show_tty_driver() {
+        let driver = |driver_name: Option<&str>, minor_start: u32, num: u32| introspect::linux::TtyDriver {
+            driver_name: driver_name.map(str::to_owned),
+            name: "ttyX".into(),
+            major: 4,
+            minor_start,
+            num,
+            kind: "serial".into(),
+        };
+        let tty = TtyDrivers {
+            drivers: vec![driver(None, 1_048_570, 10), driver(Some("one"), 7, 1)],
+            unix98_ptys: false,
+            vt: false,
+        };
+        assert_eq!(
+            tty_drivers(Some(&tty)),
+            "/dev/tty             /dev/tty        5       0 system:/dev/tty\n\
+             /dev/console         /dev/console    5       1 system:console\n\
+             unknown              /dev/ttyX       4 1048570-1048575 serial\n\
+             unknown              /dev/ttyX       5 0-3 serial\n\
+             one                  /dev/ttyX       4       7 serial\n"
+        );
+        // No drivers: not even the pseudo-drivers (they are printed with the first one).
+        assert_eq!(tty_drivers(Some(&TtyDrivers::default())), "");
     }
 
     #[test]

@@ -1,8 +1,16 @@
 //! Tests that drive the `dormouse` binary. They belong to the binary's own package, so cargo
 //! builds the binary for them and hands its path over as `CARGO_BIN_EXE_dormouse`.
 
+mod bundle;
+mod check;
+mod check_rpm;
+mod emulate;
 mod inspect;
+mod isolate;
+mod restore;
+mod rpm;
 mod shadowfs;
+mod truth;
 
 fn dormouse_bin() -> &'static str {
     env!("CARGO_BIN_EXE_dormouse")

@@ -18,6 +18,8 @@ struct Case {
     name: &'static str,
     image: PathBuf,
     truth: Value,
+    /// The shared fixtures, where the guests' kernel build (`kernel-<release>/`) is kept.
+    fixtures: Option<PathBuf>,
 }
 
 fn load_truth(path: &Path) -> Value {
@@ -29,7 +31,8 @@ fn load_truth(path: &Path) -> Value {
 /// bed's dump.
 fn cases(test: &str) -> Vec<Case> {
     let mut out = Vec::new();
-    if let Some(fx) = xen_fixtures(test) {
+    let fixtures = xen_fixtures(test);
+    if let Some(fx) = &fixtures {
         let xen = load_truth(&fx.join("xen-pv-a/ground-truth.json"));
         for (name, rel) in [
             ("xen-pv-a save", "xen-pv-a/domU-A.save"),
@@ -37,15 +40,17 @@ fn cases(test: &str) -> Vec<Case> {
         ] {
             out.push(Case {
                 name,
-                image: decompressed(&fx, rel),
+                image: decompressed(fx, rel),
                 truth: xen.clone(),
+                fixtures: Some(fx.clone()),
             });
         }
         for (name, dir) in [("qemu 4-level", "qemu-6.1-4level"), ("qemu la57", "qemu-6.1-la57")] {
             out.push(Case {
                 name,
-                image: decompressed(&fx, &format!("{dir}/dump.elf")),
+                image: decompressed(fx, &format!("{dir}/dump.elf")),
                 truth: load_truth(&fx.join(dir).join("ground-truth.json")),
+                fixtures: Some(fx.clone()),
             });
         }
     }
@@ -54,6 +59,7 @@ fn cases(test: &str) -> Vec<Case> {
             name: "test-bed dump",
             image: tb.memdump.dir.join("dump.elf"),
             truth: load_truth(&tb.memdump.dir.join("ground-truth.json")),
+            fixtures,
         });
     }
     out
@@ -152,11 +158,25 @@ const STAT_STABLE: [usize; 38] = [
 /// cmajflt, utime, stime, cutime, cstime, delayacct_blkio_ticks, guest_time, cguest_time.
 const STAT_MONOTONIC: [usize; 11] = [10, 11, 12, 13, 14, 15, 16, 17, 42, 43, 44];
 
-/// Compares one view of the guest's /proc (`read` returns a file's bytes or `None` when absent)
-/// with the ground truth. Returns how many comparisons were made.
-fn check_against_truth(case: &Case, snap: &GuestSnapshot, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> usize {
+/// Compares one view of the guest's /proc (`read` returns a file's bytes or `None` when absent,
+/// `list` a directory's entry names) with the ground truth. Returns how many comparisons were
+/// made.
+fn check_against_truth(
+    case: &Case,
+    snap: &GuestSnapshot,
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+    list: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> usize {
     let mut checked = 0;
     let name = case.name;
+    // mounts: byte for byte, filesystem-specific options included.
+    if let Some(expected) = case.truth["proc_files"]["/proc/mounts"].as_str() {
+        let got = String::from_utf8(read("mounts").expect("mounts")).expect("utf-8");
+        assert_eq!(got, expected, "{name}: /proc/mounts");
+        checked += 1;
+    }
+    checked += check_tty_drivers(case, snap, read);
+    checked += check_threads_and_environ(case, read, list);
     for (file, expected) in exact_files(&case.truth) {
         // Sysctls beyond the ones apt needs: present exactly when the snapshot read them.
         if matches!(
@@ -270,19 +290,161 @@ fn check_against_truth(case: &Case, snap: &GuestSnapshot, read: &dyn Fn(&str) ->
                 checked += 1;
             }
             (Some(got), Some(expected)) if file == "cpuinfo" => {
-                let got = String::from_utf8_lossy(got);
-                for line in got
-                    .lines()
-                    .filter(|l| !l.starts_with("cpu MHz") && !l.starts_with("bogomips"))
-                {
-                    assert!(
-                        expected.lines().any(|e| e == line),
-                        "{name}: cpuinfo line {line:?} not in the guest's"
-                    );
-                }
+                // Line for line, but for the clock rate and bogomips (measured at each boot).
+                let stable = |t: &str| {
+                    t.lines()
+                        .filter(|l| !l.starts_with("cpu MHz") && !l.starts_with("bogomips"))
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                };
+                assert_eq!(
+                    stable(&String::from_utf8_lossy(got)),
+                    stable(expected),
+                    "{name}: cpuinfo"
+                );
                 checked += 1;
             }
             (Some(got), _) => assert!(!got.is_empty(), "{name}: /proc/{file} empty"),
+        }
+    }
+    checked
+}
+
+/// `/proc/tty/drivers` against what the guest's kernel build registers (its config) and, where
+/// the ground truth has it, the character devices the drivers registered (`/proc/devices`).
+fn check_tty_drivers(case: &Case, snap: &GuestSnapshot, read: &dyn Fn(&str) -> Option<Vec<u8>>) -> usize {
+    let name = case.name;
+    let text = String::from_utf8(read("tty/drivers").expect("tty/drivers")).expect("utf-8");
+    // (driver, device name, major, minors, type) per line.
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert!(lines.iter().all(|l| l.len() == 5), "{name}: tty/drivers:\n{text}");
+    let has = |line: [&str; 5]| lines.iter().any(|l| l[..] == line[..]);
+    let release = &snap.uts.release;
+    let config = case
+        .fixtures
+        .as_ref()
+        .and_then(|fx| std::fs::read_to_string(fx.join(format!("kernel-{release}/config-{release}"))).ok())
+        .unwrap_or_else(|| panic!("{name}: the kernel config of {release} is not among the fixtures"));
+    let set = |option: &str| config.lines().any(|l| l == format!("{option}=y"));
+    let value = |option: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{option}=")))
+            .and_then(|v| v.parse::<u32>().ok())
+    };
+    // The pseudo-drivers come first, in the kernel's order.
+    let mut pseudo = vec![
+        ["/dev/tty", "/dev/tty", "5", "0", "system:/dev/tty"],
+        ["/dev/console", "/dev/console", "5", "1", "system:console"],
+    ];
+    if set("CONFIG_UNIX98_PTYS") {
+        pseudo.push(["/dev/ptmx", "/dev/ptmx", "5", "2", "system"]);
+        // NR_UNIX98_PTY_MAX minors each.
+        assert!(
+            has(["pty_slave", "/dev/pts", "136", "0-1048575", "pty:slave"]),
+            "{name}:\n{text}"
+        );
+        assert!(
+            has(["pty_master", "/dev/ptm", "128", "0-1048575", "pty:master"]),
+            "{name}:\n{text}"
+        );
+    }
+    if set("CONFIG_VT") {
+        pseudo.push(["/dev/vc/0", "/dev/vc/0", "4", "0", "system:vtmaster"]);
+        // MAX_NR_CONSOLES virtual terminals, /dev/tty1 to /dev/tty63.
+        assert!(has(["unknown", "/dev/tty", "4", "1-63", "console"]), "{name}:\n{text}");
+    }
+    for (got, want) in lines.iter().zip(&pseudo) {
+        assert_eq!(got[..], want[..], "{name}: tty/drivers pseudo-driver lines");
+    }
+    if set("CONFIG_SERIAL_8250") {
+        let uarts = value("CONFIG_SERIAL_8250_NR_UARTS").expect("CONFIG_SERIAL_8250_NR_UARTS");
+        let minors = format!("64-{}", 63 + uarts);
+        assert!(has(["serial", "/dev/ttyS", "4", &minors, "serial"]), "{name}:\n{text}");
+    }
+    // Each driver registered its device numbers under its name (tty_register_driver()), the
+    // pseudo-drivers under their paths (tty_init(), vty_init()).
+    if let Some(devices) = case.truth["proc_files"]["/proc/devices"].as_str() {
+        let chars: Vec<(&str, &str)> = devices
+            .split("\n\n")
+            .next()
+            .unwrap_or("")
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.trim().split_once(' '))
+            .collect();
+        for l in &lines {
+            let registered = if l[0].starts_with("/dev/") {
+                l[0]
+            } else {
+                &l[1]["/dev/".len()..]
+            };
+            assert!(
+                chars.contains(&(l[2], registered)),
+                "{name}: tty driver {l:?} not among the character devices:\n{devices}"
+            );
+        }
+    }
+    1
+}
+
+/// Each process's `task/` (its threads, as the guest listed them), the threads' own entries,
+/// and `environ` byte for byte where the ground truth has it.
+fn check_threads_and_environ(
+    case: &Case,
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+    list: &dyn Fn(&str) -> Option<Vec<String>>,
+) -> usize {
+    let name = case.name;
+    let mut checked = 0;
+    for p in case.truth["processes"].as_array().into_iter().flatten() {
+        let pid = p["pid"].as_i64().expect("pid");
+        if p["comm"].as_str().is_some_and(|c| c.starts_with("kworker/")) {
+            continue; // a worker's pid may now belong to another worker
+        }
+        if let Some(env) = p["environ"].as_array() {
+            let want: Vec<u8> = env
+                .iter()
+                .flat_map(|e| e.as_str().expect("string").bytes().chain([0]))
+                .collect();
+            let got = read(&format!("{pid}/environ")).unwrap_or_else(|| panic!("{name}: {pid}/environ"));
+            assert_eq!(got, want, "{name}: {pid}/environ");
+            checked += 1;
+        }
+        let Some(tids) = p["threads"].as_array() else { continue };
+        let mut want: Vec<String> = tids.iter().map(|t| t.as_i64().expect("tid").to_string()).collect();
+        want.sort_by_key(|t| t.parse::<i64>().unwrap_or(0));
+        let got = list(&format!("{pid}/task")).unwrap_or_else(|| panic!("{name}: {pid}/task"));
+        assert_eq!(got, want, "{name}: ls {pid}/task");
+        let group_stat = String::from_utf8(read(&format!("{pid}/stat")).expect("stat")).expect("utf-8");
+        let group = stat_fields(&group_stat);
+        for tid in &want {
+            let dir = format!("{pid}/task/{tid}");
+            let stat = String::from_utf8(read(&format!("{dir}/stat")).unwrap_or_else(|| panic!("{name}: {dir}/stat")))
+                .expect("utf-8");
+            let f = stat_fields(&stat);
+            assert_eq!(f.len(), 52, "{name}: {dir}/stat: {stat}");
+            assert_eq!(&f[0], tid, "{name}: {dir}/stat pid");
+            // ppid, pgrp, session, tty, num_threads, starttime (the leader's own), vsize.
+            for i in [4, 5, 6, 7, 20, 23] {
+                assert_eq!(f[i - 1], group[i - 1], "{name}: {dir}/stat field {i}");
+            }
+            if *tid == pid.to_string() {
+                assert_eq!(f[21], group[21], "{name}: {dir}/stat starttime");
+            }
+            let status = String::from_utf8(read(&format!("{dir}/status")).expect("status")).expect("utf-8");
+            assert!(
+                status.contains(&format!("\nTgid:\t{pid}\n")) && status.contains(&format!("\nPid:\t{tid}\n")),
+                "{name}: {dir}/status:\n{status}"
+            );
+            for file in ["cmdline", "environ"] {
+                assert_eq!(
+                    read(&format!("{dir}/{file}")),
+                    read(&format!("{pid}/{file}")),
+                    "{name}: {dir}/{file} is the group's"
+                );
+            }
+            checked += 1;
         }
     }
     checked
@@ -294,7 +456,11 @@ fn renderer_matches_ground_truth_of_every_fixture() {
     for case in &cases {
         let snap = snapshot(&case.image);
         let tree = ProcTree::new(snap.clone());
-        let checked = check_against_truth(case, &snap, &|p| tree.read(p).ok());
+        let list = |p: &str| match tree.render(p) {
+            Ok(shadowfs::Rendered::Dir(entries)) => Some(entries.into_iter().map(|e| e.name).collect()),
+            _ => None,
+        };
+        let checked = check_against_truth(case, &snap, &|p| tree.read(p).ok(), &list);
         assert!(checked > 20, "{}: only {checked} comparisons", case.name);
         // The root lists exactly the guest's thread-group leaders as pid directories.
         let shadowfs::Rendered::Dir(root) = tree.render("/").expect("root") else {
@@ -356,6 +522,14 @@ fn dormouse_proc_prints_ground_truth() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/proc/nonexistent"));
+}
+
+/// A directory's entry names in readdir order, `None` when it cannot be read.
+fn list_dir(dir: &Path) -> Option<Vec<String>> {
+    let entries = std::fs::read_dir(dir).ok()?;
+    entries
+        .map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect()
 }
 
 fn is_root() -> bool {
@@ -439,7 +613,9 @@ fn fuse_mount_serves_ground_truth_and_unmounts_on_sigterm() {
         let snap = snapshot(&case.image);
         let served = Served::start(&case.image);
         let root = served.path().to_owned();
-        let checked = check_against_truth(&case, &snap, &|p| std::fs::read(root.join(p)).ok());
+        let checked = check_against_truth(&case, &snap, &|p| std::fs::read(root.join(p)).ok(), &|p| {
+            list_dir(&root.join(p))
+        });
         assert!(checked > 20);
 
         // The root lists the guest's pids.
@@ -458,6 +634,23 @@ fn fuse_mount_serves_ground_truth_and_unmounts_on_sigterm() {
         if let Some(t) = user {
             let m = std::fs::metadata(root.join(format!("{}/stat", t.pid))).expect("stat");
             assert_eq!((m.uid(), m.gid(), m.size(), m.mode() & 0o777), (t.uid, t.gid, 0, 0o444));
+            // environ is for its owner only (S_IRUSR).
+            let m = std::fs::metadata(root.join(format!("{}/environ", t.pid))).expect("environ");
+            assert_eq!((m.uid(), m.gid(), m.mode() & 0o777), (t.uid, t.gid, 0o400));
+        }
+        // task/ links its threads' directories: 2 + the group's thread count, as
+        // proc_task_getattr() counts them.
+        for t in snap.tasks.iter().filter(|t| t.pid == t.tgid && !t.threads.is_empty()) {
+            let m = std::fs::metadata(root.join(format!("{}/task", t.pid))).expect("task/");
+            assert_eq!(
+                m.nlink(),
+                2 + t.threads.len() as u64,
+                "{}: {}/task links",
+                case.name,
+                t.pid
+            );
+            let threads = t.detail.as_ref().map_or(0, |d| d.threads.len());
+            assert_eq!(t.threads.len(), threads, "{}: {} lists every thread", case.name, t.pid);
         }
 
         // Reads at any offset (pread) and by concurrent readers give the same bytes.
@@ -573,6 +766,37 @@ fn fuse_mount_goes_away_when_the_server_is_killed() {
     served.wait_unmounted();
 }
 
+/// `dormouse shadowfs IMAGE DIR` on an existing directory, stopped (SIGTERM, then a lazy
+/// unmount if anything was left) when dropped.
+struct StopOnDrop(Child, PathBuf);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+        if mounted(&self.1) {
+            let _ = Command::new("umount").arg("-l").arg(&self.1).status();
+        }
+    }
+}
+
+fn serve_at(image: &Path, dir: &Path) -> StopOnDrop {
+    let child = Command::new(dormouse_bin())
+        .arg("shadowfs")
+        .arg(image)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start dormouse shadowfs");
+    let stop = StopOnDrop(child, dir.to_owned());
+    let start = Instant::now();
+    while !mounted(dir) {
+        assert!(start.elapsed() < Duration::from_secs(60), "shadowfs never mounted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop
+}
+
 /// Real programs of the test-bed guest, chrooted into its read-only root with the shadow /proc
 /// mounted at its /proc.
 #[test]
@@ -595,29 +819,7 @@ fn guest_programs_run_against_the_shadow_proc() {
     let mount = disk.mount(number, scratch.path()).expect("mount read-only");
     let root = mount.target().to_owned();
     let proc_dir = root.join("proc");
-    let child = Command::new(dormouse_bin())
-        .arg("shadowfs")
-        .arg(&image)
-        .arg(&proc_dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start dormouse shadowfs");
-    let start = Instant::now();
-    while !mounted(&proc_dir) {
-        assert!(start.elapsed() < Duration::from_secs(60), "shadowfs never mounted");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    struct Stop(Child, PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
-            let _ = self.0.wait();
-            if mounted(&self.1) {
-                let _ = Command::new("umount").arg("-l").arg(&self.1).status();
-            }
-        }
-    }
-    let _stop = Stop(child, proc_dir.clone());
+    let stop = serve_at(&image, &proc_dir);
     let run = |args: &[&str]| {
         let out = Command::new("chroot")
             .arg(&root)
@@ -722,4 +924,85 @@ fn guest_programs_run_against_the_shadow_proc() {
         assert_eq!(format!("({})", row[7..].join(" ")), stat[1], "{what}: comm");
     }
     run(&["/usr/bin/apt-get", "check"]);
+
+    // Threads: `ps -eLf` has one row per thread of every process (PID, LWP, NLWP columns).
+    let threads = |snap: &GuestSnapshot| -> Vec<(i32, i32, usize)> {
+        let mut out: Vec<(i32, i32, usize)> = snap
+            .tasks
+            .iter()
+            .filter(|t| t.pid == t.tgid)
+            .flat_map(|t| t.threads.iter().map(move |th| (t.pid, th.pid, t.threads.len())))
+            .collect();
+        out.sort_unstable();
+        out
+    };
+    let lwp_rows = |ps: &str, columns: (usize, usize, Option<usize>)| -> Vec<(i32, i32, usize)> {
+        let mut rows: Vec<(i32, i32, usize)> = ps
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let n = |i: usize| f[i].parse::<i32>().unwrap_or_else(|_| panic!("column {i} of {l:?}"));
+                (n(columns.0), n(columns.1), columns.2.map_or(0, |i| n(i) as usize))
+            })
+            .collect();
+        rows.sort_unstable();
+        rows
+    };
+    // UID PID PPID LWP C NLWP STIME TTY TIME CMD
+    let ps = run_pidns(&["/bin/ps", "-eLf"]);
+    assert_eq!(
+        lwp_rows(&ps, (1, 3, Some(5))),
+        threads(&snap),
+        "ps -eLf (test bed):\n{ps}"
+    );
+    drop(stop);
+
+    // The QEMU lab guest has a multi-threaded process: its /proc under the same programs.
+    let Some(fx) = xen_fixtures("guest_programs_run_against_the_shadow_proc") else {
+        return;
+    };
+    let qemu = decompressed(&fx, "qemu-6.1-4level/dump.elf");
+    let truth = load_truth(&fx.join("qemu-6.1-4level/ground-truth.json"));
+    let (pid, tids): (i64, Vec<i32>) = truth["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .find_map(|p| {
+            let tids: Vec<i32> = p["threads"]
+                .as_array()?
+                .iter()
+                .map(|t| t.as_i64().unwrap() as i32)
+                .collect();
+            (tids.len() > 1).then(|| (p["pid"].as_i64().unwrap(), tids))
+        })
+        .expect("the QEMU guest's multi-threaded process");
+    let snap = snapshot(&qemu);
+    let _stop = serve_at(&qemu, &proc_dir);
+    let ps = run_pidns(&["/bin/ps", "-eLf"]);
+    let rows = lwp_rows(&ps, (1, 3, Some(5)));
+    assert_eq!(rows, threads(&snap), "ps -eLf (QEMU guest):\n{ps}");
+    let want: Vec<(i32, i32, usize)> = tids.iter().map(|t| (pid as i32, *t, tids.len())).collect();
+    let group: Vec<_> = rows.iter().filter(|r| i64::from(r.0) == pid).copied().collect();
+    assert_eq!(group, want, "ps -eLf rows of pid {pid}:\n{ps}");
+    // PID LWP TTY TIME CMD and PID SPID TTY TIME CMD for that process.
+    let pid_arg = pid.to_string();
+    for flag in ["-L", "-T"] {
+        let ps = run_pidns(&["/bin/ps", flag, "-p", &pid_arg]);
+        let rows = lwp_rows(&ps, (0, 1, None));
+        let want: Vec<(i32, i32, usize)> = tids.iter().map(|t| (pid as i32, *t, 0)).collect();
+        assert_eq!(rows, want, "ps {flag} -p {pid}:\n{ps}");
+    }
+    // Without a selection: the caller's own kind of processes (same euid, no terminal), each
+    // row a real thread of the guest.
+    for flag in ["-L", "-T"] {
+        let ps = run_pidns(&["/bin/ps", flag]);
+        let all = threads(&snap);
+        for (p, t, _) in lwp_rows(&ps, (0, 1, None)) {
+            assert!(
+                all.iter().any(|r| (r.0, r.1) == (p, t)),
+                "ps {flag}: {p}/{t} is no guest thread:\n{ps}"
+            );
+        }
+    }
 }

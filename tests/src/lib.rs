@@ -60,6 +60,21 @@ pub struct Testbed {
     pub scenarios: serde_json::Value,
     pub repo: serde_json::Value,
     pub memdump: MemdumpInfo,
+    /// The rpm-managed root (`scripts/make-fixtures --only rpmguest`); absent from test beds
+    /// built before it existed.
+    #[serde(default)]
+    pub rpm_guest: Option<RpmGuest>,
+}
+
+/// Debian's guest tree plus rpm 4.18 and dnf, rpmdb in /var/lib/rpm.
+#[derive(Debug, Deserialize)]
+pub struct RpmGuest {
+    /// MBR disk image, one ext4 root.
+    pub path: PathBuf,
+    pub sha256: String,
+    /// The same tree, for plain-chroot runs of a copy of it.
+    pub root: PathBuf,
+    pub uuid: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,4 +152,72 @@ pub fn decompressed(fixtures: &Path, rel: &str) -> PathBuf {
     assert!(status.success(), "zstd failed on {}", src.display());
     std::fs::rename(&tmp, &out).expect("move the decompressed fixture into place");
     out
+}
+
+/// The SHA-256 of a file, hex: proves a guest image was not written.
+pub fn sha256_file(path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts the test bed's local mirror (idempotent): `scripts/repo-serve start`.
+pub fn start_repo() {
+    let status = std::process::Command::new(workspace_root().join("scripts/repo-serve"))
+        .arg("start")
+        .status()
+        .expect("running scripts/repo-serve");
+    assert!(status.success(), "scripts/repo-serve start failed");
+}
+
+/// A copy of the test bed's guest root filesystem (partition 1 of guest.img at 1 MiB, mounted
+/// read-only without journal replay, in a private mount namespace) at `dest`.
+pub fn copy_guest_root(image: &Path, dest: &Path) {
+    let script = r#"
+        mnt=$(mktemp -d)
+        loop=$(losetup --read-only --find --show --offset 1048576 --sizelimit 1073741824 "$1")
+        mount -o ro,noload "$loop" "$mnt"
+        losetup -d "$loop"
+        cp -a "$mnt" "$2"
+        umount "$mnt"
+        rmdir "$mnt"
+    "#;
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-ec", script, "sh"])
+        .arg(image)
+        .arg(dest)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running unshare");
+    assert!(
+        out.status.success(),
+        "copying the guest image's tree to {}: {}",
+        dest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A hard link to `image` in a fresh directory beside it, for tests that look for loop devices
+/// left on *their* image: the kernel reports a loop device's backing file by the name it was
+/// opened with, so concurrent tests attaching the same image do not count.
+pub fn private_link(image: &Path) -> (tempfile::TempDir, PathBuf) {
+    let parent = image.parent().expect("an image path has a parent");
+    let dir = tempfile::tempdir_in(parent).unwrap_or_else(|e| panic!("tempdir in {}: {e}", parent.display()));
+    let link = dir
+        .path()
+        .join(image.file_name().expect("an image path has a file name"));
+    std::fs::hard_link(image, &link).unwrap_or_else(|e| panic!("hard link {}: {e}", image.display()));
+    (dir, link)
 }

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 
@@ -19,6 +20,9 @@ const LO_FLAGS_AUTOCLEAR: u32 = 4;
 const LO_NAME_SIZE: usize = 64;
 /// Another process can take the device LOOP_CTL_GET_FREE handed us before we configure it.
 const ATTACH_ATTEMPTS: usize = 16;
+/// How long a dropped device may take to detach once its last mount is gone (namespace
+/// teardown and the final close of the filesystem happen after our unmount returns).
+const DETACH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `struct loop_info64` from `<linux/loop.h>`.
 #[repr(C)]
@@ -64,7 +68,8 @@ pub enum LoopError {
 /// An attached read-only loop device; detached when dropped.
 #[derive(Debug)]
 pub struct LoopDevice {
-    device: File,
+    /// `None` only inside `drop`, which must close it before waiting for the detach.
+    device: Option<File>,
     path: PathBuf,
 }
 
@@ -128,7 +133,12 @@ impl LoopDevice {
             // SAFETY: `config` is a fully initialised `struct loop_config` that outlives the call;
             // the kernel only reads it.
             match Errno::result(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config) }) {
-                Ok(_) => return Ok(Self { device, path }),
+                Ok(_) => {
+                    return Ok(Self {
+                        device: Some(device),
+                        path,
+                    });
+                }
                 Err(Errno::EBUSY) => continue,
                 Err(errno) => {
                     return Err(LoopError::Ioctl {
@@ -149,10 +159,45 @@ impl LoopDevice {
 
 impl Drop for LoopDevice {
     fn drop(&mut self) {
+        let Some(device) = self.device.take() else {
+            return;
+        };
+        // What identifies this binding: the backing file's name, and the disk sequence number
+        // the kernel (≥ 5.15) gives every new configuration of the device, so a rebinding to the
+        // same image by another process is not mistaken for ours.
+        let sysfs = self.path.file_name().map(|name| Path::new("/sys/block").join(name));
+        let binding = |sysfs: &Path| {
+            std::fs::read(sysfs.join("loop/backing_file"))
+                .ok()
+                .map(|backing| (backing, std::fs::read(sysfs.join("diskseq")).ok()))
+        };
+        let ours = sysfs.as_deref().and_then(binding);
         // With AUTOCLEAR the kernel detaches once the last user (a mount) is gone; clearing here
-        // detaches at once when nothing is mounted. EBUSY means a mount still holds it, and
-        // AUTOCLEAR will finish the job when it is unmounted.
+        // detaches at once when nothing is mounted. When a mount still holds it, the kernel only
+        // marks it for auto-clear and finishes when that mount's superblock goes away.
         // SAFETY: LOOP_CLR_FD takes no argument.
-        let _ = unsafe { libc::ioctl(self.device.as_raw_fd(), LOOP_CLR_FD as _) };
+        let _ = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CLR_FD as _) };
+        // Our descriptor is a user too: close it before waiting.
+        drop(device);
+        // Unmounts of copies in dead namespaces finish shortly after our unmount returns; wait
+        // for them, so a finished run leaves no device attached to the guest's image.
+        let (Some(sysfs), Some(ours)) = (sysfs, ours) else {
+            return;
+        };
+        let deadline = Instant::now() + DETACH_TIMEOUT;
+        // Gone, or already reused for another binding: either way no longer ours.
+        while binding(&sysfs).is_some_and(|now| now == ours) {
+            if Instant::now() > deadline {
+                eprintln!(
+                    "dormouse: {} still attached to {} after {} s: something still has it mounted; \
+                     the kernel detaches it when that mount goes away",
+                    self.path.display(),
+                    String::from_utf8_lossy(&ours.0).trim(),
+                    DETACH_TIMEOUT.as_secs()
+                );
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -1,27 +1,38 @@
 //! Guest disks, attached read-only: partition tables, filesystem identification, loop
 //! devices and mounts that can never write a byte of the image.
 
+mod export;
+mod format;
 mod loopdev;
 mod partition;
 mod probe;
+mod xl_config;
 
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use serde::Serialize;
 
+pub use export::{ExportError, QemuExport};
+pub use format::{FormatError, ImageFormat, resolve_format};
 pub use loopdev::{LoopDevice, LoopError};
 pub use partition::{Partition, PartitionError, PartitionTable, TableKind, read_partition_table};
 pub use probe::{Filesystem, probe_filesystem};
+pub use xl_config::{ConfigDisks, DiskSpec, NoConfigDisk, SkippedDisk, disks_from_config};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("opening guest disk {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
     #[error("guest disk {path}: {source}")]
     Table { path: PathBuf, source: PartitionError },
     #[error("probing partition {number} of {path} at byte offset {offset}: {source}")]
@@ -60,6 +71,18 @@ pub enum DiskError {
     },
 }
 
+impl DiskError {
+    /// A guest file that is not there (or not a readable file: a directory, a symlink loop),
+    /// as opposed to one that could not be read.
+    pub fn is_absent_guest_file(&self) -> bool {
+        matches!(self, DiskError::GuestFile { source, .. }
+        if matches!(
+            source.raw_os_error(),
+            Some(libc::ENOENT | libc::ENOTDIR | libc::EISDIR | libc::ELOOP)
+        ))
+    }
+}
+
 type Result<T> = std::result::Result<T, DiskError>;
 
 /// One partition (or the whole unpartitioned disk) and what lives in it.
@@ -71,22 +94,45 @@ pub struct Volume {
 }
 
 /// A guest disk image or block device, opened read-only and described.
+///
+/// Clones share one qemu export (for non-raw images); it stops when the last clone and the
+/// last mount made from them are gone.
 #[derive(Debug, Clone, Serialize)]
 pub struct GuestDisk {
     pub path: PathBuf,
+    pub format: ImageFormat,
     pub size: u64,
     pub table: TableKind,
     pub volumes: Vec<Volume>,
+    /// The qemu-storage-daemon export presenting a non-raw image as raw bytes.
+    #[serde(skip)]
+    export: Option<Arc<QemuExport>>,
 }
 
 impl GuestDisk {
-    /// Reads the partition table and probes each partition's filesystem. Never writes.
+    /// Opens a raw image or block device, or a non-raw image whose probed format is safe to
+    /// follow (see [`resolve_format`]), exporting the latter from the system's temporary
+    /// directory. Never writes.
     pub fn open(path: &Path) -> Result<Self> {
+        Self::open_as(path, None, &std::env::temp_dir())
+    }
+
+    /// Opens `path` as the `declared` format (probing when `None`). A non-raw image is
+    /// exported by `qemu-storage-daemon` on a file in `export_dir` (dormouse's state directory,
+    /// so a crashed run's leftovers are found there). The daemon is tied to the calling thread
+    /// through `PR_SET_PDEATHSIG`: open disks from a thread that outlives them.
+    pub fn open_as(path: &Path, declared: Option<ImageFormat>, export_dir: &Path) -> Result<Self> {
+        let format = resolve_format(path, declared)?;
+        let export = match format {
+            ImageFormat::Raw => None,
+            format => Some(Arc::new(QemuExport::start(path, format, export_dir)?)),
+        };
+        let raw = export.as_ref().map_or(path, |e| e.path());
         let open_err = |source| DiskError::Open {
-            path: path.to_owned(),
+            path: raw.to_owned(),
             source,
         };
-        let mut file = File::open(path).map_err(open_err)?;
+        let mut file = File::open(raw).map_err(open_err)?;
         let size = disk_size(&file).map_err(open_err)?;
         let table = read_partition_table(&mut file, size).map_err(|source| DiskError::Table {
             path: path.to_owned(),
@@ -107,12 +153,20 @@ impl GuestDisk {
                 Ok(Volume { partition, filesystem })
             })
             .collect::<Result<_>>()?;
+        drop(file);
         Ok(Self {
             path: path.to_owned(),
+            format,
             size,
             table: table.kind,
             volumes,
+            export,
         })
+    }
+
+    /// The raw bytes of the disk: the image itself, or the qemu export of a non-raw one.
+    pub fn raw_path(&self) -> &Path {
+        self.export.as_ref().map_or(&self.path, |e| e.path())
     }
 
     pub fn volume(&self, number: u32) -> Result<&Volume> {
@@ -144,12 +198,20 @@ impl GuestDisk {
                     .as_ref()
                     .map_or("nothing recognisable".into(), |fs| fs.fstype.clone()),
             })?;
-        ReadOnlyMount::new(&self.path, &volume.partition, fs, target)
+        ReadOnlyMount::new(self, &volume.partition, fs, target)
     }
 
     /// Finds the volume holding the guest's root filesystem by content: `/etc/fstab` and
     /// `/etc/os-release` must exist. Returns its number and the parsed os-release.
     pub fn find_root(&self, scratch: &Path) -> Result<Option<(u32, OsRelease)>> {
+        Ok(self
+            .find_root_mounted(scratch)?
+            .map(|(number, os_release, _)| (number, os_release)))
+    }
+
+    /// [`GuestDisk::find_root`], leaving the root mounted at `target` for a caller that goes on
+    /// to use it (probing mounts it anyway).
+    pub fn find_root_mounted(&self, target: &Path) -> Result<Option<(u32, OsRelease, ReadOnlyMount)>> {
         for volume in &self.volumes {
             let mountable = volume
                 .filesystem
@@ -158,16 +220,23 @@ impl GuestDisk {
             if !mountable {
                 continue;
             }
-            let mount = self.mount(volume.partition.number, scratch)?;
+            let mount = self.mount(volume.partition.number, target)?;
             let root = mount.open_root()?;
-            let has_fstab = read_in_root(&root, mount.target(), "etc/fstab", 1 << 20).is_ok();
-            let os_release = read_in_root(&root, mount.target(), "etc/os-release", 1 << 16);
+            // Absent files mean "not the root"; any other failure (EIO from a broken export,
+            // a corrupt directory) is reported rather than taken for an answer.
+            let present = |path: &str, limit: u64| match read_in_root(&root, mount.target(), path, limit) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.is_absent_guest_file() => Ok(None),
+                Err(e) => Err(e),
+            };
+            let has_fstab = present("etc/fstab", 1 << 20)?.is_some();
+            let os_release = present("etc/os-release", 1 << 16)?;
             drop(root);
-            drop(mount);
-            if let (true, Ok(text)) = (has_fstab, os_release) {
+            if let (true, Some(text)) = (has_fstab, os_release) {
                 return Ok(Some((
                     volume.partition.number,
                     OsRelease::parse(&String::from_utf8_lossy(&text)),
+                    mount,
                 )));
             }
         }
@@ -213,17 +282,21 @@ fn mount_data(fstype: &str) -> Option<&'static str> {
 #[derive(Debug)]
 pub struct ReadOnlyMount {
     target: PathBuf,
-    // Dropped after the unmount in `Drop`, so the device detaches.
+    // Dropped after the unmount in `Drop`, so the device detaches, and then the export the
+    // device reads from.
     _device: LoopDevice,
+    _export: Option<Arc<QemuExport>>,
 }
 
 impl ReadOnlyMount {
-    fn new(image: &Path, partition: &Partition, fs: &Filesystem, target: &Path) -> Result<Self> {
+    fn new(disk: &GuestDisk, partition: &Partition, fs: &Filesystem, target: &Path) -> Result<Self> {
         let device =
-            LoopDevice::attach_read_only(image, partition.start, partition.size).map_err(|source| DiskError::Loop {
-                path: image.to_owned(),
-                number: partition.number,
-                source,
+            LoopDevice::attach_read_only(disk.raw_path(), partition.start, partition.size).map_err(|source| {
+                DiskError::Loop {
+                    path: disk.path.clone(),
+                    number: partition.number,
+                    source,
+                }
             })?;
         let data = mount_data(&fs.fstype).unwrap_or("");
         nix::mount::mount(
@@ -239,9 +312,21 @@ impl ReadOnlyMount {
             target: target.to_owned(),
             errno,
         })?;
+        // Private: mounts made on top of it later (the guest tree, overlays) must not propagate
+        // back into dom0's shared mount tree, nor dom0's into it.
+        nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(|errno| {
+            let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
+            DiskError::Mount {
+                device: device.path().to_owned(),
+                fstype: "(making the mount private)".into(),
+                target: target.to_owned(),
+                errno,
+            }
+        })?;
         Ok(Self {
             target: target.to_owned(),
             _device: device,
+            _export: disk.export.clone(),
         })
     }
 
@@ -278,27 +363,51 @@ pub fn read_in_root(root: &OwnedFd, root_path: &Path, path: &str, limit: u64) ->
         path: path.to_owned(),
         source,
     };
-    let c_path = std::ffi::CString::new(path).map_err(|_| err(std::io::ErrorKind::InvalidInput.into()))?;
-    let mut how: libc::open_how = unsafe_zeroed_open_how();
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2 reads `how` (valid, sized) and the NUL-terminated path; it returns a new fd
-    // or -1.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c_path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let fd = Errno::result(fd).map_err(|e| err(e.into()))?;
-    // SAFETY: openat2 succeeded, so `fd` is a fresh descriptor that nothing else owns.
-    let file = unsafe { File::from_raw_fd(fd as i32) };
+    let file = File::from(open_in_root(root, path, libc::O_RDONLY).map_err(err)?);
     let mut bytes = Vec::new();
     file.take(limit).read_to_end(&mut bytes).map_err(err)?;
     Ok(bytes)
+}
+
+/// openat2 attempts that may end in a raced `..` (EAGAIN) before the error is returned.
+const OPENAT2_RETRIES: u32 = 1000;
+
+/// Opens `path` of the guest tree under `root` with `flags` (`O_CLOEXEC` is added; a file
+/// `O_CREAT` makes gets mode 0644), every symlink and `..` resolved inside the tree
+/// (`RESOLVE_IN_ROOT`) and no magic links followed.
+pub fn open_in_root(root: &OwnedFd, path: &str, flags: libc::c_int) -> std::io::Result<OwnedFd> {
+    let c_path = std::ffi::CString::new(path).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut how: libc::open_how = unsafe_zeroed_open_how();
+    how.flags = (flags | libc::O_CLOEXEC) as u64;
+    how.mode = if flags & libc::O_CREAT != 0 { 0o644 } else { 0 };
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // With RESOLVE_IN_ROOT the kernel answers EAGAIN when any mount or rename anywhere on the
+    // system raced with a `..` step (a guest's `/etc/os-release -> ../usr/lib/os-release`), as
+    // it cannot then prove the step stayed inside; openat2(2) says to retry. Parallel mounts
+    // (other runs, sandboxes being built) make that routine, so retry, boundedly.
+    let mut attempts = 0;
+    let fd = loop {
+        // SAFETY: openat2 reads `how` (valid, sized) and the NUL-terminated path; it returns a
+        // new fd or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                c_path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
+        match Errno::result(fd) {
+            Err(Errno::EAGAIN) if attempts < OPENAT2_RETRIES => {
+                attempts += 1;
+                std::thread::yield_now();
+            }
+            result => break result?,
+        }
+    };
+    // SAFETY: openat2 succeeded, so `fd` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 fn unsafe_zeroed_open_how() -> libc::open_how {
@@ -336,6 +445,39 @@ impl OsRelease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Mounts elsewhere on the system make the kernel refuse a `..` step now and then (EAGAIN);
+    /// a guest's `etc/os-release -> ../usr/lib/os-release` must still read every time.
+    #[test]
+    fn dot_dot_lookups_survive_concurrent_mounts() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::write(root.join("usr/lib/os-release"), "ID=debian\n").unwrap();
+        std::os::unix::fs::symlink("../usr/lib/os-release", root.join("etc/os-release")).unwrap();
+        let churn = dir.path().join("churn");
+        std::fs::create_dir(&churn).unwrap();
+        let stop = AtomicBool::new(false);
+        let root_fd: OwnedFd = File::open(&root).unwrap().into();
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    nix::mount::mount(Some("none"), &churn, Some("tmpfs"), MsFlags::empty(), None::<&str>)
+                        .expect("mount a tmpfs (the test runs as root)");
+                    nix::mount::umount2(&churn, MntFlags::MNT_DETACH).unwrap();
+                }
+            });
+            let reads: Vec<_> = (0..20_000)
+                .map(|_| read_in_root(&root_fd, &root, "etc/os-release", 64))
+                .collect();
+            stop.store(true, Ordering::Relaxed);
+            for read in reads {
+                assert_eq!(read.unwrap(), b"ID=debian\n");
+            }
+        });
+    }
 
     #[test]
     fn os_release_quoting() {

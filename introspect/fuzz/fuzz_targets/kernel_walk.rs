@@ -92,6 +92,8 @@ const MEMBERS: &[(&str, &str, u64, u64)] = &[
     ("mm_struct", "arg_start", 0, 8),
     ("mm_struct", "arg_end", 8, 8),
     ("mm_struct", "pgd", 0x10, 8),
+    ("mm_struct", "env_start", 0x18, 8),
+    ("mm_struct", "env_end", 0x20, 8),
     ("file_system_type", "name", 0, 8),
     ("file_system_type", "fs_flags", 8, 4),
     ("file_system_type", "next", 0x10, 8),

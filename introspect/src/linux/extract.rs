@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use super::layout::{
-    CtlTableLayout, DevinetConfLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout, ModuleSize,
-    ModuleUnloadLayout, MountLayout, NetConfLayout, NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
+    CtlTableLayout, DevinetConfLayout, FsOptionsLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout,
+    ModuleSize, ModuleUnloadLayout, MountLayout, NetConfLayout, NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
 };
 use super::proc_task::DetailContext;
 use super::reader::{KernelReader, ReadError};
@@ -53,6 +53,13 @@ pub struct KernelView<'a> {
 
 /// Arguments longer than this are cut (the kernel has no limit; `ps` output does not need it).
 const MAX_CMDLINE: u64 = 1 << 20;
+/// An environment area longer than this is cut: execve() accepts at most a quarter of the
+/// stack limit (8 MiB by default) for arguments and environment together, so a larger one
+/// was moved there by the process itself (prctl PR_SET_MM_ENV_*).
+const MAX_ENVIRON: u64 = 2 << 20;
+/// Threads of one group listed beyond this are left out with a warning: each is a full
+/// record in the snapshot (`threads-max` allows millions).
+const MAX_THREADS_PER_GROUP: usize = 16384;
 pub(super) const PF_KTHREAD: u32 = 0x0020_0000;
 /// `__state` of a task on a run queue (`task_is_running()`).
 const TASK_RUNNING: u32 = 0;
@@ -135,7 +142,7 @@ impl<'a> KernelView<'a> {
             .ok();
         let mut tasks = Vec::new();
         for task in r.list(init_task.wrapping_add(l.tasks), l.tasks, "init_task.tasks")? {
-            match self.task(&l, detail.as_ref(), task, frozen_bit, &mut warnings) {
+            match self.task(&l, detail.as_ref(), task, frozen_bit, true, &mut warnings) {
                 Ok(t) => tasks.push(t),
                 Err(e) => warnings.push(format!("task_struct at {task:#x} skipped: {e}")),
             }
@@ -143,12 +150,15 @@ impl<'a> KernelView<'a> {
         Ok((tasks, warnings))
     }
 
+    /// The task at `task`: a thread-group leader with its group (`whole`, as `/proc/PID`
+    /// shows it) or one thread on its own (as `/proc/PID/task/TID` shows it).
     fn task(
         &self,
         l: &TaskLayout,
-        detail: Option<&DetailContext>,
+        context: Option<&DetailContext>,
         task: u64,
         frozen_bit: Option<u32>,
+        whole: bool,
         warnings: &mut Vec<String>,
     ) -> Result<Task> {
         let r = self.reader();
@@ -176,24 +186,44 @@ impl<'a> KernelView<'a> {
         let exit_state = r.u32(task.wrapping_add(l.exit_state), "task_struct.exit_state")?;
         let kernel_thread = flags & PF_KTHREAD != 0;
         let mm = r.u64(task.wrapping_add(l.mm), "task_struct.mm")?;
-        let cmdline = if mm == 0 {
-            Some(Vec::new())
-        } else {
-            self.user_cmdline(l, mm)
-                .map_err(|e| warnings.push(format!("pid {pid} ({comm}): command line unavailable: {e}")))
-                .ok()
+        // The argument and environment areas belong to the group: read once, for the leader.
+        let user_area = |start: u64, end: u64, max: u64, what: &str, warnings: &mut Vec<String>| match mm {
+            _ if !whole => None,
+            0 => Some(Vec::new()),
+            mm => self
+                .user_area(l, mm, (start, end), max, what)
+                .map(|bytes| split_args(&bytes))
+                .map_err(|e| warnings.push(format!("pid {pid} ({comm}): {what} unavailable: {e}")))
+                .ok(),
         };
-        let detail = detail.and_then(|c| {
-            self.task_detail(c, l, task, flags, mm, warnings)
-                .map(|mut d| {
-                    // do_task_stat's `wchan = !task_is_running(task)`, shown only for a
-                    // single-threaded group (stat of the whole group).
-                    d.wchan = state != TASK_RUNNING && d.threads.len() < 2;
+        let cmdline = user_area(l.mm_arg_start, l.mm_arg_end, MAX_CMDLINE, "command line", warnings);
+        let environ = user_area(l.mm_env_start, l.mm_env_end, MAX_ENVIRON, "environment", warnings);
+        let mut group = Vec::new();
+        let detail = context.and_then(|c| {
+            self.task_detail(c, l, task, flags, mm, whole, warnings)
+                .map(|(mut d, threads)| {
+                    // do_task_stat's `wchan = !task_is_running(task)`, shown for a thread and
+                    // for a single-threaded group.
+                    d.wchan = state != TASK_RUNNING && (!whole || d.threads.len() < 2);
+                    group = threads;
                     d
                 })
                 .map_err(|e| warnings.push(format!("pid {pid} ({comm}): stat/status detail unavailable: {e}")))
                 .ok()
         });
+        if group.len() > MAX_THREADS_PER_GROUP {
+            warnings.push(format!(
+                "pid {pid} ({comm}): {} threads, only the first {MAX_THREADS_PER_GROUP} are listed in /proc/{pid}/task",
+                group.len()
+            ));
+        }
+        let mut threads = Vec::new();
+        for t in group.into_iter().take(MAX_THREADS_PER_GROUP) {
+            match self.task(l, context, t, frozen_bit, false, warnings) {
+                Ok(t) => threads.push(t),
+                Err(e) => warnings.push(format!("pid {pid} ({comm}): thread task_struct at {t:#x} skipped: {e}")),
+            }
+        }
         Ok(Task {
             pid,
             tgid,
@@ -205,6 +235,8 @@ impl<'a> KernelView<'a> {
             kernel_thread,
             cmdline,
             detail,
+            environ,
+            threads,
         })
     }
 
@@ -270,16 +302,19 @@ impl<'a> KernelView<'a> {
         })
     }
 
-    fn user_cmdline(&self, l: &TaskLayout, mm: u64) -> Result<Vec<String>> {
+    /// Bytes `[start, end)` of the process's address space whose bounds are the `mm_struct`
+    /// fields at `bounds` (`arg_start`/`arg_end`, `env_start`/`env_end`), cut at `max`; an
+    /// error when any of its pages is not in the image.
+    fn user_area(&self, l: &TaskLayout, mm: u64, bounds: (u64, u64), max: u64, what: &str) -> Result<Vec<u8>> {
         let r = self.reader();
-        let start = r.u64(mm.wrapping_add(l.mm_arg_start), "mm_struct.arg_start")?;
-        let end = r.u64(mm.wrapping_add(l.mm_arg_end), "mm_struct.arg_end")?;
+        let start = r.u64(mm.wrapping_add(bounds.0), "mm_struct area start")?;
+        let end = r.u64(mm.wrapping_add(bounds.1), "mm_struct area end")?;
         if end < start {
             return Err(ExtractError::Invalid(format!(
-                "arg_end {end:#x} below arg_start {start:#x}"
+                "{what}: end {end:#x} below start {start:#x}"
             )));
         }
-        let len = (end - start).min(MAX_CMDLINE) as usize;
+        let len = (end - start).min(max) as usize;
         let pgd = r.u64(mm.wrapping_add(l.mm_pgd), "mm_struct.pgd")?;
         let pgd_phys = self.kernel.translate(pgd).map_err(|source| ReadError::Virt {
             what: "mm_struct.pgd".into(),
@@ -288,8 +323,7 @@ impl<'a> KernelView<'a> {
         let user = (self.user_space)(pgd_phys).ok_or_else(|| {
             ExtractError::Invalid(format!("page table at physical {pgd_phys:#x} is not in the image"))
         })?;
-        let bytes = KernelReader::new(user.as_ref()).bytes(start, len, "the process's argument area")?;
-        Ok(split_args(&bytes))
+        Ok(KernelReader::new(user.as_ref()).bytes(start, len, what)?)
     }
 
     pub fn filesystems(&self) -> Result<Vec<FilesystemType>> {
@@ -582,10 +616,12 @@ impl<'a> KernelView<'a> {
     }
 
     /// `/proc/1/mounts`: the mounts of init's namespace that are visible from its root, in
-    /// namespace order, with the generic options (fs-specific ones need the driver's code).
-    pub fn mounts(&self) -> Result<Vec<Mount>> {
+    /// namespace order, with the generic options and the filesystem-specific ones
+    /// [`fs_options`](Self::fs_options) can render; what it cannot is among the warnings.
+    pub fn mounts(&self) -> Result<(Vec<Mount>, Vec<String>)> {
         let l = MountLayout::resolve(self.types)?;
         let r = self.reader();
+        let mut warnings = Vec::new();
         let init = self.find_task(1)?;
         let (root_mnt, root_dentry) = self.init_root(&l)?;
         let nsproxy = r.u64(init.wrapping_add(l.task_nsproxy), "task_struct.nsproxy")?;
@@ -601,6 +637,14 @@ impl<'a> KernelView<'a> {
                 ));
             }
         };
+        let fs_opts = FsOptionsLayout::resolve(self.types)
+            .map_err(|e| warnings.push(format!("/proc/mounts: filesystem-specific options left out: {e}")))
+            .ok();
+        // totalram_pages(), against which shmem compares its limits.
+        let totalram = self
+            .symbols
+            .address("_totalram_pages")
+            .and_then(|a| r.u64(a, "_totalram_pages").ok());
         let mut out = Vec::new();
         for m in mounts {
             let vfs = m.wrapping_add(l.mount_mnt);
@@ -621,14 +665,25 @@ impl<'a> KernelView<'a> {
             };
             let mnt_flags = r.u32(vfs.wrapping_add(l.vfsmount_flags), "vfsmount.mnt_flags")?;
             let sb_flags = r.u64(sb.wrapping_add(l.sb_flags), "super_block.s_flags")?;
+            let mut options = mount_options(mnt_flags, sb_flags);
+            match fs_opts.as_ref().map(|fo| self.fs_options(fo, sb, totalram)) {
+                Some(Ok(specific)) => {
+                    options.push_str(&specific.text);
+                    if let Some(missing) = specific.missing {
+                        warnings.push(format!("/proc/mounts: {mountpoint} ({fstype}): {missing} left out"));
+                    }
+                }
+                Some(Err(e)) => warnings.push(format!("/proc/mounts: {mountpoint} ({fstype}): options: {e}")),
+                None => {}
+            }
             out.push(Mount {
                 device: mangle(&devname),
                 mountpoint: mangle(&mountpoint),
                 fstype,
-                options: mount_options(mnt_flags, sb_flags),
+                options,
             });
         }
-        Ok(out)
+        Ok((out, warnings))
     }
 
     /// In-order walk of a kernel rbtree whose nodes sit `node_offset` into their containers.
@@ -924,6 +979,8 @@ mod tests {
                 ("mm_struct", "arg_start") => 0,
                 ("mm_struct", "arg_end") => 8,
                 ("mm_struct", "pgd") => 0x10,
+                ("mm_struct", "env_start") => 0x18,
+                ("mm_struct", "env_end") => 0x20,
                 ("kthread", "full_name") => 0,
                 ("kthread", "data") => 8,
                 ("worker", "desc") => 0,

@@ -223,8 +223,13 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
     warnings.extend(task_warnings);
     let filesystems = or_warn(&mut warnings, "filesystems", view.filesystems());
     let modules = or_warn(&mut warnings, "modules", view.modules());
-    let mounts = or_warn(&mut warnings, "mounts", view.mounts());
+    let (mounts, mount_warnings) = or_warn(&mut warnings, "mounts", view.mounts());
+    warnings.extend(mount_warnings);
     let interfaces = or_warn(&mut warnings, "interfaces", view.interfaces());
+    let tty = view
+        .tty_drivers()
+        .map_err(|e| warnings.push(format!("/proc/tty/drivers: {e}")))
+        .ok();
     let (mut sysctl, sysctl_warnings) = or_warn(&mut warnings, "sysctls", view.sysctls());
     warnings.extend(sysctl_warnings);
     sysctl.extend(uts_sysctls(&uts, boot_id.as_deref()));
@@ -277,6 +282,7 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
         modules,
         mounts,
         interfaces,
+        tty,
         system,
         warnings,
     })

@@ -121,6 +121,8 @@ pub struct TaskLayout {
     pub cred_gid: u64,
     pub mm_arg_start: u64,
     pub mm_arg_end: u64,
+    pub mm_env_start: u64,
+    pub mm_env_end: u64,
     pub mm_pgd: u64,
     /// How `/proc` names kernel threads (full name, 5.17+) and workqueue workers
     /// (`comm-desc`); absent members leave the plain `comm`.
@@ -180,6 +182,8 @@ impl TaskLayout {
             cred_gid: r.off("cred", "gid")?,
             mm_arg_start: r.off("mm_struct", "arg_start")?,
             mm_arg_end: r.off("mm_struct", "arg_end")?,
+            mm_env_start: r.off("mm_struct", "env_start")?,
+            mm_env_end: r.off("mm_struct", "env_end")?,
             mm_pgd: r.off("mm_struct", "pgd")?,
             kthread_names: KthreadNameLayout::resolve(types),
         })
@@ -449,6 +453,130 @@ impl MountLayout {
     }
 }
 
+/// What `super_operations.show_options` reads for the filesystems whose options
+/// `/proc/mounts` can show from plain fields of `super_block.s_fs_info`; a filesystem whose
+/// private structure this kernel's types lack keeps its generic options only.
+#[derive(Debug, Clone)]
+pub struct FsOptionsLayout {
+    pub sb_op: u64,
+    pub sb_fs_info: u64,
+    pub show_options: u64,
+    pub shmem: Option<ShmemOptionsLayout>,
+    pub devpts: Option<DevptsOptionsLayout>,
+    pub proc_fs: Option<ProcOptionsLayout>,
+    pub kernfs: Option<KernfsOptionsLayout>,
+}
+
+/// `struct shmem_sb_info` (tmpfs, devtmpfs, rootfs).
+#[derive(Debug, Clone)]
+pub struct ShmemOptionsLayout {
+    pub max_blocks: u64,
+    pub max_inodes: u64,
+    pub mode: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub huge: u64,
+    pub full_inums: u64,
+    pub mpol: u64,
+    /// `noswap` (6.4+).
+    pub noswap: Option<u64>,
+    pub mempolicy_mode: u64,
+}
+
+/// `pts_fs_info.mount_opts` (devpts).
+#[derive(Debug, Clone)]
+pub struct DevptsOptionsLayout {
+    pub setuid: u64,
+    pub setgid: u64,
+    pub uid: u64,
+    pub gid: u64,
+    pub mode: u64,
+    pub ptmxmode: u64,
+    pub max: u64,
+}
+
+/// `struct proc_fs_info` (proc) and its `hidepid=` codes (`enum proc_hidepid`).
+#[derive(Debug, Clone)]
+pub struct ProcOptionsLayout {
+    pub pid_gid: u64,
+    pub hide_pid: u64,
+    pub pidonly: u64,
+    pub hidepid_names: Vec<(i128, &'static str)>,
+}
+
+/// `kernfs_super_info.root->syscall_ops` (sysfs, cgroup): options come from there.
+#[derive(Debug, Clone)]
+pub struct KernfsOptionsLayout {
+    pub info_root: u64,
+    pub root_syscall_ops: u64,
+    pub ops_show_options: u64,
+}
+
+impl FsOptionsLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "filesystem options in /proc/mounts",
+        };
+        let off = |ty: &str, m: &str| types.member_offset(ty, m);
+        let opts = |m: &str| Some(off("pts_fs_info", "mount_opts")?.wrapping_add(off("pts_mount_opts", m)?));
+        Ok(Self {
+            sb_op: r.off("super_block", "s_op")?,
+            sb_fs_info: r.off("super_block", "s_fs_info")?,
+            show_options: r.off("super_operations", "show_options")?,
+            shmem: (|| {
+                Some(ShmemOptionsLayout {
+                    max_blocks: off("shmem_sb_info", "max_blocks")?,
+                    max_inodes: off("shmem_sb_info", "max_inodes")?,
+                    mode: off("shmem_sb_info", "mode")?,
+                    uid: off("shmem_sb_info", "uid")?,
+                    gid: off("shmem_sb_info", "gid")?,
+                    huge: off("shmem_sb_info", "huge")?,
+                    full_inums: off("shmem_sb_info", "full_inums")?,
+                    mpol: off("shmem_sb_info", "mpol")?,
+                    noswap: off("shmem_sb_info", "noswap"),
+                    mempolicy_mode: off("mempolicy", "mode")?,
+                })
+            })(),
+            devpts: (|| {
+                Some(DevptsOptionsLayout {
+                    setuid: opts("setuid")?,
+                    setgid: opts("setgid")?,
+                    uid: opts("uid")?,
+                    gid: opts("gid")?,
+                    mode: opts("mode")?,
+                    ptmxmode: opts("ptmxmode")?,
+                    max: opts("max")?,
+                })
+            })(),
+            proc_fs: (|| {
+                let hidepid_names = [
+                    ("HIDEPID_OFF", "off"),
+                    ("HIDEPID_NO_ACCESS", "noaccess"),
+                    ("HIDEPID_INVISIBLE", "invisible"),
+                    ("HIDEPID_NOT_PTRACEABLE", "ptraceable"),
+                ]
+                .into_iter()
+                .map(|(e, name)| Some((types.enum_value("proc_hidepid", e)?, name)))
+                .collect::<Option<Vec<_>>>()?;
+                Some(ProcOptionsLayout {
+                    pid_gid: off("proc_fs_info", "pid_gid")?,
+                    hide_pid: off("proc_fs_info", "hide_pid")?,
+                    pidonly: off("proc_fs_info", "pidonly")?,
+                    hidepid_names,
+                })
+            })(),
+            kernfs: (|| {
+                Some(KernfsOptionsLayout {
+                    info_root: off("kernfs_super_info", "root")?,
+                    root_syscall_ops: off("kernfs_root", "syscall_ops")?,
+                    ops_show_options: off("kernfs_syscall_ops", "show_options")?,
+                })
+            })(),
+        })
+    }
+}
+
 /// Network devices of the initial namespace and their addresses.
 #[derive(Debug, Clone)]
 pub struct NetDevLayout {
@@ -562,6 +690,9 @@ pub struct TaskDetailLayout {
     pub min_flt: u64,
     pub maj_flt: u64,
     pub gtime: u64,
+    /// `task_struct.prev_cputime.{utime,stime}`: what a thread's own stat last reported.
+    pub prev_utime: u64,
+    pub prev_stime: u64,
     pub rt_priority: u64,
     pub policy: u64,
     pub exit_code: u64,
@@ -718,6 +849,12 @@ impl TaskDetailLayout {
             min_flt: r.off("task_struct", "min_flt")?,
             maj_flt: r.off("task_struct", "maj_flt")?,
             gtime: r.off("task_struct", "gtime")?,
+            prev_utime: r
+                .off("task_struct", "prev_cputime")?
+                .wrapping_add(r.off("prev_cputime", "utime")?),
+            prev_stime: r
+                .off("task_struct", "prev_cputime")?
+                .wrapping_add(r.off("prev_cputime", "stime")?),
             rt_priority: r.off("task_struct", "rt_priority")?,
             policy: r.off("task_struct", "policy")?,
             exit_code: r.off("task_struct", "exit_code")?,
@@ -903,6 +1040,11 @@ pub struct CpuInfoLayout {
     pub booted_cores: (u64, u64),
     pub apicid: (u64, u64),
     pub clflush_size: (u64, u64),
+    /// `initial apicid`, `cpuid level` and `TLB size`: their lines are left out when the
+    /// kernel lacks the field.
+    pub initial_apicid: Option<(u64, u64)>,
+    pub cpuid_level: Option<(u64, u64)>,
+    pub tlbsize: Option<(u64, u64)>,
 }
 
 impl CpuInfoLayout {
@@ -932,6 +1074,9 @@ impl CpuInfoLayout {
             booted_cores: f("booted_cores")?,
             apicid: either("apicid", "topo.apicid")?,
             clflush_size: f("x86_clflush_size")?,
+            initial_apicid: either("initial_apicid", "topo.initial_apicid").ok(),
+            cpuid_level: f("cpuid_level").ok(),
+            tlbsize: f("x86_tlbsize").ok(),
         })
     }
 }
@@ -1082,6 +1227,63 @@ impl SwapLayout {
     }
 }
 
+/// `struct tty_driver` as `/proc/tty/drivers` prints it, and the values of its type and
+/// subtype codes.
+#[derive(Debug, Clone)]
+pub struct TtyDriverLayout {
+    pub list: u64,
+    pub driver_name: u64,
+    pub name: u64,
+    pub major: u64,
+    pub minor_start: u64,
+    pub num: u64,
+    /// `type` and `subtype` as (offset, size): `short` until the codes became enums (6.16).
+    pub kind: (u64, u64),
+    pub subtype: (u64, u64),
+    /// Codes of `TTY_DRIVER_TYPE_{SYSTEM,CONSOLE,SERIAL,PTY}`, `SYSTEM_TYPE_{TTY,CONSOLE,
+    /// SYSCONS}` and `PTY_TYPE_{MASTER,SLAVE}`.
+    pub types: [i128; 4],
+    pub system_subtypes: [i128; 3],
+    pub pty_subtypes: [i128; 2],
+}
+
+impl TtyDriverLayout {
+    pub fn resolve(types: &dyn TypeInfo) -> Result<Self, LayoutError> {
+        let r = Resolver {
+            types,
+            feature: "/proc/tty/drivers",
+        };
+        let f = |m: &str| Ok::<_, LayoutError>((r.off("tty_driver", m)?, r.size("tty_driver", m)?));
+        // Enumerators since 6.16 (types then count from 0); before, `#define`s that BTF does
+        // not carry, with these values.
+        let code = |ty: &str, name: &str, define: i128| types.enum_value(ty, name).unwrap_or(define);
+        let t = |name: &str, define: i128| code("tty_driver_type", name, define);
+        let st = |name: &str, define: i128| code("tty_driver_subtype", name, define);
+        Ok(Self {
+            list: r.off("tty_driver", "tty_drivers")?,
+            driver_name: r.off("tty_driver", "driver_name")?,
+            name: r.off("tty_driver", "name")?,
+            major: r.off("tty_driver", "major")?,
+            minor_start: r.off("tty_driver", "minor_start")?,
+            num: r.off("tty_driver", "num")?,
+            kind: f("type")?,
+            subtype: f("subtype")?,
+            types: [
+                t("TTY_DRIVER_TYPE_SYSTEM", 1),
+                t("TTY_DRIVER_TYPE_CONSOLE", 2),
+                t("TTY_DRIVER_TYPE_SERIAL", 3),
+                t("TTY_DRIVER_TYPE_PTY", 4),
+            ],
+            system_subtypes: [
+                st("SYSTEM_TYPE_TTY", 1),
+                st("SYSTEM_TYPE_CONSOLE", 2),
+                st("SYSTEM_TYPE_SYSCONS", 3),
+            ],
+            pty_subtypes: [st("PTY_TYPE_MASTER", 1), st("PTY_TYPE_SLAVE", 2)],
+        })
+    }
+}
+
 /// Records every question the layouts ask, answering from `inner`.
 struct Recorder<'a> {
     inner: &'a dyn TypeInfo,
@@ -1139,6 +1341,8 @@ pub fn layout_differences(reference: &dyn TypeInfo, given: &dyn TypeInfo) -> Vec
     let _ = CpuInfoLayout::resolve(&recorder);
     let _ = MemLayout::resolve(&recorder);
     let _ = SwapLayout::resolve(&recorder);
+    let _ = TtyDriverLayout::resolve(&recorder);
+    let _ = FsOptionsLayout::resolve(&recorder);
     let show = |v: Option<u64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
     recorder
         .asked

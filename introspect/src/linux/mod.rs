@@ -4,15 +4,17 @@
 pub mod extract;
 pub mod inspect;
 pub mod layout;
+mod mount_opts;
 mod proc_task;
 pub mod reader;
 pub mod snapshot;
 mod system;
+mod tty;
 
 pub use extract::{ExtractError, KernelView, SymbolLookup, UserSpaceFactory};
 pub use inspect::{InspectError, ProfileFiles, kernel_release, snapshot};
 pub use layout::{LayoutError, TypeInfo};
 pub use snapshot::{
     Cpu, Domain, FilesystemType, GuestSnapshot, Interface, KernelInfo, Module, Mount, Profile, SNAPSHOT_SCHEMA, Source,
-    Swap, SystemState, Task, TaskDetail, Uts,
+    Swap, SystemState, Task, TaskDetail, TtyDriver, TtyDrivers, Uts,
 };

@@ -1,4 +1,5 @@
-//! What `/proc/PID/stat` and `/proc/PID/status` show of a thread-group leader, computed the
+//! What `/proc/PID/stat` and `/proc/PID/status` show of a thread group (and
+//! `/proc/PID/task/TID/*` of one thread), computed the
 //! way fs/proc/array.c (`do_task_stat`, `proc_pid_status`) and fs/proc/task_mmu.c
 //! (`task_mem`) compute it, from the task's credentials, signal, mm and fs structures.
 
@@ -41,7 +42,7 @@ pub(super) struct DetailContext {
     pub paths: Option<(MountLayout, (u64, u64))>,
 }
 
-/// One live thread's counters that `do_task_stat` sums over the group.
+/// One live thread's counters: `do_task_stat` sums them over the group, or shows a thread's own.
 struct ThreadCounters {
     min_flt: u64,
     maj_flt: u64,
@@ -61,12 +62,15 @@ impl KernelView<'_> {
         Ok(DetailContext { l, paths })
     }
 
-    /// The detail of the leader at `task`; `flags` and `mm` were read by the task walk, which
-    /// also sets `wchan` from the state it resolved. Failures to name a path become
-    /// `warnings`, not a lost detail.
+    /// The detail of the task at `task`: of its whole thread group as `/proc/PID/stat` shows
+    /// a leader (`whole`), or of the thread alone as `/proc/PID/task/TID/stat` shows it.
+    /// `flags` and `mm` were read by the task walk, which also sets `wchan` from the state it
+    /// resolved. Failures to name a path become `warnings`, not a lost detail. With `whole`,
+    /// also returns the group's live threads' `task_struct`s, leader first.
     ///
     /// Stat is computed as a reader with ptrace access sees it (`permitted` in
     /// `do_task_stat`, true for root): addresses, wchan and exit_code are shown.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn task_detail(
         &self,
         c: &DetailContext,
@@ -74,8 +78,9 @@ impl KernelView<'_> {
         task: u64,
         flags: u32,
         mm: u64,
+        whole: bool,
         warnings: &mut Vec<String>,
-    ) -> Result<TaskDetail> {
+    ) -> Result<(TaskDetail, Vec<u64>)> {
         let l = &c.l;
         let r = self.reader();
         let at = |off: u64| task.wrapping_add(off);
@@ -128,11 +133,26 @@ impl KernelView<'_> {
             caps,
             ..Default::default()
         };
+        let mut group = Vec::new();
         if signal != 0 && sighand != 0 {
-            self.signal_side(l, tl, task, signal, &mut d)?;
+            group = self.signal_side(l, tl, task, signal, whole, &mut d)?;
             let (ignored, caught) = self.sigign_sigcatch(l, sighand)?;
             d.sig_ignored = ignored;
             d.sig_caught = caught;
+        }
+        if !whole {
+            // A thread's own counters, read outside the sighand lock as do_task_stat does.
+            let t = self.thread_counters(l, task)?;
+            let prev = (
+                r.u64(at(l.prev_utime), "task_struct.prev_cputime.utime")?,
+                r.u64(at(l.prev_stime), "task_struct.prev_cputime.stime")?,
+            );
+            let (ut, st) = cputime_adjust(t.utime, t.stime, t.runtime, prev);
+            d.minflt = t.min_flt;
+            d.majflt = t.maj_flt;
+            d.utime = ut / NSEC_PER_USER_TICK;
+            d.stime = st / NSEC_PER_USER_TICK;
+            d.guest_time = t.gtime / NSEC_PER_USER_TICK;
         }
         d.sig_blocked = r.u64(at(l.blocked), "task_struct.blocked")?;
         d.sig_pending = r.u64(at(l.pending), "task_struct.pending.signal")?;
@@ -179,7 +199,7 @@ impl KernelView<'_> {
                 }
             }
         }
-        Ok(d)
+        Ok((d, group))
     }
 
     /// Supplementary groups (`cred->group_info`), as status prints them.
@@ -202,16 +222,18 @@ impl KernelView<'_> {
             .collect())
     }
 
-    /// The fields `do_task_stat` reads under the sighand lock, for the whole thread group
-    /// (`whole` = 1, as for `/proc/PID/stat` of a leader).
+    /// The fields `do_task_stat` reads under the sighand lock; with `whole` (`/proc/PID/stat`
+    /// of a leader) also the sums over the thread group and the group's exit code, and the
+    /// group's live threads are returned, leader first (empty without `whole`).
     fn signal_side(
         &self,
         l: &TaskDetailLayout,
         tl: &TaskLayout,
         task: u64,
         signal: u64,
+        whole: bool,
         d: &mut TaskDetail,
-    ) -> Result<()> {
+    ) -> Result<Vec<u64>> {
         let r = self.reader();
         let sig = |off: u64| signal.wrapping_add(off);
         d.pgrp = self.pid_nr(l, r.u64(sig(l.signal_pgid), "signal_struct.pids[PIDTYPE_PGID]")?)?;
@@ -227,27 +249,29 @@ impl KernelView<'_> {
             d.tty_nr = new_encode_dev(dev);
             d.tpgid = self.pid_nr(l, r.u64(tty.wrapping_add(l.tty_pgrp), "tty pgrp")?)?;
         }
+        d.cminflt = r.u64(sig(l.signal_cmin_flt), "signal_struct.cmin_flt")?;
+        d.cmajflt = r.u64(sig(l.signal_cmaj_flt), "signal_struct.cmaj_flt")?;
+        d.cutime = r.u64(sig(l.signal_cutime), "signal_struct.cutime")? / NSEC_PER_USER_TICK;
+        d.cstime = r.u64(sig(l.signal_cstime), "signal_struct.cstime")? / NSEC_PER_USER_TICK;
+        d.cguest_time = r.u64(sig(l.signal_cgtime), "signal_struct.cgtime")? / NSEC_PER_USER_TICK;
+        d.rsslim = r.u64(sig(l.signal_rss_limit), "signal_struct.rlim[RLIMIT_RSS]")?;
+        if !whole {
+            return Ok(Vec::new());
+        }
         // The group's live threads, leader first (copy_signal() starts thread_head with it).
-        let mut live = Vec::new();
-        for t in r.list(
+        let mut group = r.list(
             sig(l.signal_thread_head),
             l.task_thread_node,
             "signal_struct.thread_head",
-        )? {
-            let at = |off: u64| t.wrapping_add(off);
-            d.threads.push(r.i32(at(tl.pid), "task_struct.pid")?);
-            live.push(ThreadCounters {
-                min_flt: r.u64(at(l.min_flt), "task_struct.min_flt")?,
-                maj_flt: r.u64(at(l.maj_flt), "task_struct.maj_flt")?,
-                utime: r.u64(at(l.utime), "task_struct.utime")?,
-                stime: r.u64(at(l.stime), "task_struct.stime")?,
-                runtime: r.u64(at(l.sum_exec_runtime), "task_struct.se.sum_exec_runtime")?,
-                gtime: r.u64(at(l.gtime), "task_struct.gtime")?,
-            });
-        }
-        if d.threads.is_empty() {
+        )?;
+        if group.is_empty() {
             // A zombie leader whose threads are gone is still itself.
-            d.threads.push(r.i32(task.wrapping_add(tl.pid), "task_struct.pid")?);
+            group.push(task);
+        }
+        let mut live = Vec::new();
+        for t in &group {
+            d.threads.push(r.i32(t.wrapping_add(tl.pid), "task_struct.pid")?);
+            live.push(self.thread_counters(l, *t)?);
         }
         let sum = |f: fn(&ThreadCounters) -> u64, dead: u64| live.iter().map(f).fold(dead, u64::wrapping_add);
         d.minflt = sum(|t| t.min_flt, r.u64(sig(l.signal_min_flt), "signal_struct.min_flt")?);
@@ -255,12 +279,6 @@ impl KernelView<'_> {
         // task_gtime() is `gtime` itself unless vtime accounting runs on a nohz_full CPU.
         let gtime = sum(|t| t.gtime, r.u64(sig(l.signal_gtime), "signal_struct.gtime")?);
         d.guest_time = gtime / NSEC_PER_USER_TICK;
-        d.cminflt = r.u64(sig(l.signal_cmin_flt), "signal_struct.cmin_flt")?;
-        d.cmajflt = r.u64(sig(l.signal_cmaj_flt), "signal_struct.cmaj_flt")?;
-        d.cutime = r.u64(sig(l.signal_cutime), "signal_struct.cutime")? / NSEC_PER_USER_TICK;
-        d.cstime = r.u64(sig(l.signal_cstime), "signal_struct.cstime")? / NSEC_PER_USER_TICK;
-        d.cguest_time = r.u64(sig(l.signal_cgtime), "signal_struct.cgtime")? / NSEC_PER_USER_TICK;
-        d.rsslim = r.u64(sig(l.signal_rss_limit), "signal_struct.rlim[RLIMIT_RSS]")?;
         let group_flags = r.u32(sig(l.signal_flags), "signal_struct.flags")?;
         if group_flags & (SIGNAL_GROUP_EXIT | SIGNAL_STOP_STOPPED) != 0 {
             d.exit_code = r.i32(sig(l.signal_group_exit_code), "signal_struct.group_exit_code")?;
@@ -279,7 +297,20 @@ impl KernelView<'_> {
         let (ut, st) = cputime_adjust(utime, stime, rtime, prev);
         d.utime = ut / NSEC_PER_USER_TICK;
         d.stime = st / NSEC_PER_USER_TICK;
-        Ok(())
+        Ok(group)
+    }
+
+    fn thread_counters(&self, l: &TaskDetailLayout, t: u64) -> Result<ThreadCounters> {
+        let r = self.reader();
+        let at = |off: u64| t.wrapping_add(off);
+        Ok(ThreadCounters {
+            min_flt: r.u64(at(l.min_flt), "task_struct.min_flt")?,
+            maj_flt: r.u64(at(l.maj_flt), "task_struct.maj_flt")?,
+            utime: r.u64(at(l.utime), "task_struct.utime")?,
+            stime: r.u64(at(l.stime), "task_struct.stime")?,
+            runtime: r.u64(at(l.sum_exec_runtime), "task_struct.se.sum_exec_runtime")?,
+            gtime: r.u64(at(l.gtime), "task_struct.gtime")?,
+        })
     }
 
     /// `pid_nr_ns(pid, &init_pid_ns)`: the number in the initial namespace, 0 for no pid.

@@ -26,10 +26,40 @@ pub struct GuestSnapshot {
     pub modules: Vec<Module>,
     pub mounts: Vec<Mount>,
     pub interfaces: Vec<Interface>,
+    /// `/proc/tty/drivers`; `None` when the driver list could not be read (or the snapshot
+    /// predates it).
+    #[serde(default)]
+    pub tty: Option<TtyDrivers>,
     /// System-wide counters behind `/proc/{meminfo,cpuinfo,uptime,loadavg,stat,swaps}`.
     pub system: SystemState,
     /// What could not be read and why; the rest of the snapshot is still valid.
     pub warnings: Vec<String>,
+}
+
+/// The kernel's registered tty drivers (`tty_drivers`, newest first) and the build options
+/// that make `/proc/tty/drivers` print its fixed pseudo-driver lines.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyDrivers {
+    pub drivers: Vec<TtyDriver>,
+    /// CONFIG_UNIX98_PTYS: the `/dev/ptmx` line.
+    pub unix98_ptys: bool,
+    /// CONFIG_VT: the `/dev/vc/0` line.
+    pub vt: bool,
+}
+
+/// One `struct tty_driver` as `show_tty_driver()` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtyDriver {
+    /// `driver_name`; `None` prints as `unknown`.
+    pub driver_name: Option<String>,
+    /// The device name prefix (`ttyS`, `pts`).
+    pub name: String,
+    pub major: u32,
+    pub minor_start: u32,
+    pub num: u32,
+    /// `show_tty_range()`'s type column: `system`, `system:/dev/tty`, `console`, `serial`,
+    /// `pty:master`, `type:5.0`, ...
+    pub kind: String,
 }
 
 /// System-wide state, each part empty or `None` when it could not be read (see warnings).
@@ -79,6 +109,13 @@ pub struct Cpu {
     pub core_id: Option<u32>,
     pub cpu_cores: Option<u32>,
     pub apicid: Option<u32>,
+    /// `initial apicid`, `cpuid level` and `TLB size` (4K pages; printed only when > 0).
+    #[serde(default)]
+    pub initial_apicid: Option<u32>,
+    #[serde(default)]
+    pub cpuid_level: Option<i32>,
+    #[serde(default)]
+    pub tlb_size: Option<i32>,
     pub flags: Vec<String>,
     pub bugs: Vec<String>,
     pub bogomips: Option<f64>,
@@ -164,6 +201,17 @@ pub struct Task {
     pub cmdline: Option<Vec<String>>,
     /// What `/proc/PID/{stat,status}` show beyond the above; `None` when unreadable.
     pub detail: Option<TaskDetail>,
+    /// `/proc/PID/environ` split at its NULs like `cmdline`; `None` when its pages are not in
+    /// the image. Always `None` on the entries of `threads` (the group's is the leader's).
+    #[serde(default)]
+    pub environ: Option<Vec<String>>,
+    /// The thread group as `/proc/PID/task/TID/` shows it, leader first: each thread's own
+    /// state, name, ids and per-thread stat (`do_task_stat()` with `whole` = 0). Their
+    /// `cmdline` and `environ` are `None` (the group's are the leader's), their `detail`
+    /// has no `threads` (the count is the group's), and their own `threads` are empty.
+    /// Empty when the thread list could not be read.
+    #[serde(default)]
+    pub threads: Vec<Task>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,8 +274,8 @@ pub struct TaskDetail {
     /// exiting or dumping core, 0 otherwise.
     pub kstkesp: u64,
     pub kstkeip: u64,
-    /// Stat field 35: 1 when a single-threaded process is not running (the kernel no longer
-    /// prints the wait channel's address).
+    /// Stat field 35: 1 when the task is not running, shown for a thread and for a
+    /// single-threaded group (the kernel no longer prints the wait channel's address).
     pub wchan: bool,
     pub exit_signal: i32,
     /// CPU it last ran on.
@@ -290,4 +338,68 @@ pub struct Interface {
     pub mac: Option<String>,
     pub ipv4: Vec<String>,
     pub ipv6: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Snapshots written before threads, environments, tty drivers and the extra cpuinfo
+    /// fields still load: those are simply unknown.
+    #[test]
+    fn snapshots_without_the_newer_fields_load() {
+        let task: Task = serde_json::from_str(
+            r#"{"pid":1,"tgid":1,"ppid":0,"uid":0,"gid":0,"state":"S","comm":"init",
+                "kernel_thread":false,"cmdline":["/sbin/init"],"detail":null}"#,
+        )
+        .expect("a task without environ and threads");
+        assert!(task.environ.is_none() && task.threads.is_empty());
+        let cpu: Cpu = serde_json::from_str(
+            r#"{"processor":0,"vendor_id":"GenuineIntel","family":6,"model":85,"model_name":"x",
+                "stepping":7,"microcode":null,"mhz":null,"cache_size_kb":null,"physical_id":null,
+                "siblings":null,"core_id":null,"cpu_cores":null,"apicid":null,"flags":[],"bugs":[],
+                "bogomips":null,"clflush_size":null,"cache_alignment":null,"address_sizes":null}"#,
+        )
+        .expect("a cpu without initial apicid, cpuid level and TLB size");
+        assert_eq!((cpu.initial_apicid, cpu.cpuid_level, cpu.tlb_size), (None, None, None));
+        let mut snapshot = serde_json::to_value(GuestSnapshot {
+            schema: SNAPSHOT_SCHEMA.into(),
+            source: Source {
+                path: "x".into(),
+                format: "raw".into(),
+                guest_kind: "pv".into(),
+                pages: 0,
+            },
+            domain: None,
+            kernel: KernelInfo {
+                release: String::new(),
+                version: String::new(),
+                banner: String::new(),
+                cmdline: None,
+                kaslr_offset: 0,
+                kaslr_phys_offset: None,
+                page_table_root: 0,
+                page_offset_base: None,
+                profile: Profile {
+                    symbols: String::new(),
+                    types: String::new(),
+                },
+            },
+            uts: Uts::default(),
+            boot_id: None,
+            tasks: vec![task],
+            filesystems: Vec::new(),
+            sysctl: BTreeMap::new(),
+            modules: Vec::new(),
+            mounts: Vec::new(),
+            interfaces: Vec::new(),
+            tty: Some(TtyDrivers::default()),
+            system: SystemState::default(),
+            warnings: Vec::new(),
+        })
+        .expect("serialize");
+        snapshot.as_object_mut().expect("object").remove("tty");
+        let old: GuestSnapshot = serde_json::from_value(snapshot).expect("a snapshot without tty");
+        assert_eq!(old.tty, None);
+    }
 }

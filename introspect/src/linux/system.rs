@@ -377,6 +377,7 @@ impl KernelView<'_> {
         for cpu in self.cpu_mask("__cpu_online_mask")? {
             let c = self.per_cpu("cpu_info", cpu)?;
             let f = |(off, size): (u64, u64), what: &str| uint(&r, c.wrapping_add(off), size, what);
+            let opt = |field: Option<(u64, u64)>, what: &str| field.map(|l| f(l, what)).transpose();
             let string =
                 |(off, size): (u64, u64), what: &str| r.inline_string(c.wrapping_add(off), size as usize, what);
             let caps = r.bytes(
@@ -415,6 +416,12 @@ impl KernelView<'_> {
                 core_id: Some(f(l.core_id, "cpuinfo_x86 core id")? as u32),
                 cpu_cores: Some(f(l.booted_cores, "cpuinfo_x86.booted_cores")? as u32),
                 apicid: Some(f(l.apicid, "cpuinfo_x86 apicid")? as u32),
+                initial_apicid: opt(l.initial_apicid, "cpuinfo_x86 initial apicid")?.map(|v| v as u32),
+                cpuid_level: opt(l.cpuid_level, "cpuinfo_x86.cpuid_level")?.map(|v| v as i32),
+                // show_cpuinfo() prints the TLB size only when it is known (positive).
+                tlb_size: opt(l.tlbsize, "cpuinfo_x86.x86_tlbsize")?
+                    .map(|v| v as i32)
+                    .filter(|v| *v > 0),
                 flags,
                 bugs,
                 // "%lu.%02lu" of lpj/(500000/HZ) and (lpj/(5000/HZ)) % 100.

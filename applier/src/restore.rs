@@ -1,0 +1,428 @@
+//! `dormouse restore`: bring a suspended domain back with its network isolated, deliver the
+//! bundle made offline to its agent, and open the network only once the agent reports the
+//! bundle applied.
+//!
+//! Order, each step through the [`Toolstack`]: the bundle's guest identity is checked against
+//! the image's; `/dormouse/pending/<uuid>` is written (so the `vif-dormouse` hook isolates any
+//! vif of the domain that comes up, ours or another tool's); the domain is restored paused;
+//! its vifs are isolated, passing only the agent channel (dom0 ADDR:PORT, see
+//! [`crate::transport`]); it is unpaused; the bundle is delivered and the agent's progress
+//! streamed; on success the isolation is released and the pending key removed. On any failure
+//! after the isolation the domain stays isolated and the error says how to inspect and release
+//! it.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use introspect::linux::GuestSnapshot;
+use serde::Serialize;
+
+use crate::bundle::BundleError;
+use crate::bundle::manifest::GuestIdentity;
+use crate::bundle::read::Bundle;
+use crate::isolate::{self, Allow};
+use crate::toolstack::{Toolstack, ToolstackError};
+use crate::transport::{self, Message};
+
+/// Where the pending keys live in xenstore (see `scripts/vif-dormouse`).
+pub const PENDING_ROOT: &str = "/dormouse/pending";
+/// Where the agent journals a bundle in the guest.
+const AGENT_JOURNAL: &str = "/var/lib/dormouse";
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub image: PathBuf,
+    pub bundle: PathBuf,
+    /// The guest the image holds (from its snapshot: [`crate::bundle::write::guest_identity`]).
+    pub image_identity: GuestIdentity,
+    /// The agent's address in the guest.
+    pub agent: IpAddr,
+    /// dom0's end of the agent channel.
+    pub dom0: IpAddr,
+    pub port: u16,
+    /// From unpausing until the agent's final report.
+    pub timeout: Duration,
+}
+
+/// What happens, as it happens.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    PendingKey { path: &'a str },
+    Restored { domid: u32, seconds: f64 },
+    Isolated { vifs: &'a [String], allow: &'a Allow },
+    Unpaused,
+    Connected { attempts: u32, seconds: f64 },
+    Agent(&'a Message),
+    Released { vifs: &'a [String] },
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub restore_s: f64,
+    pub isolate_s: f64,
+    pub unpause_to_connected_s: f64,
+    pub send_s: f64,
+    /// The agent's own apply time (its report's `timings.total`).
+    pub apply_s: f64,
+    /// The guest's time on the network with only the agent channel: unpause to isolation
+    /// lifted.
+    pub unpause_to_released_s: f64,
+    pub total_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub domid: u32,
+    pub domain_uuid: String,
+    pub vifs: Vec<String>,
+    pub bundle_id: String,
+    pub bundle_bytes: u64,
+    /// The agent's apply report.
+    pub report: serde_json::Value,
+    pub timings: Timings,
+    /// Problems after the isolation was lifted (the pending key could not be removed).
+    pub warnings: Vec<String>,
+}
+
+/// A failure after the domain was isolated: it stays isolated.
+#[derive(Debug)]
+pub struct Stranded {
+    pub domid: u32,
+    pub vifs: Vec<String>,
+    pub pending_key: Option<String>,
+    pub bundle_id: String,
+    pub failure: String,
+    /// The agent's report, when it sent one.
+    pub report: Option<serde_json::Value>,
+}
+
+impl std::fmt::Display for Stranded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let id = &self.bundle_id;
+        writeln!(f, "{}", self.failure)?;
+        writeln!(
+            f,
+            "domain {} stays isolated (vifs {}: only the agent channel passes). To inspect and release it:",
+            self.domid,
+            self.vifs.join(" ")
+        )?;
+        writeln!(
+            f,
+            "  dormouse isolate --list                 # what is isolated, packets dropped"
+        )?;
+        writeln!(
+            f,
+            "  in the guest (xl console {}): dormouse-agent status; journal {AGENT_JOURNAL}/{id}/journal.json, script logs {AGENT_JOURNAL}/{id}/scripts/",
+            self.domid
+        )?;
+        writeln!(
+            f,
+            "  in the guest, to undo a partial apply: dormouse-agent rollback {id}"
+        )?;
+        writeln!(f, "  dormouse release --domain {}", self.domid)?;
+        if let Some(key) = &self.pending_key {
+            writeln!(
+                f,
+                "  xenstore-rm {key}                       # so re-created vifs are no longer isolated"
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{bundle}: {source}")]
+    Bundle {
+        bundle: String,
+        #[source]
+        source: BundleError,
+    },
+    #[error("{bundle} was not made from {image}: {}; nothing was restored", mismatches.join("; "))]
+    Identity {
+        bundle: String,
+        image: String,
+        mismatches: Vec<String>,
+    },
+    #[error("{what}: {source}; nothing was restored")]
+    Before {
+        what: String,
+        #[source]
+        source: ToolstackError,
+    },
+    #[error(
+        "{what}: {detail}; domain {domid} is restored but paused and NOT isolated: `xl destroy {domid}`, or isolate it (`dormouse isolate --domain {domid} --allow ...`) before `xl unpause {domid}`"
+    )]
+    Paused { domid: u32, what: String, detail: String },
+    #[error("{0}")]
+    Stranded(Box<Stranded>),
+}
+
+/// What differs between the guest a bundle was made for and the image's. The kernel release
+/// and hostname always count; boot_id, domain UUID and name whenever the bundle records them.
+pub fn identity_mismatches(bundle: &GuestIdentity, image: &GuestIdentity) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut compare = |what: &str, b: Option<&String>, i: Option<&String>| {
+        if let Some(b) = b {
+            if Some(b) != i {
+                out.push(format!(
+                    "{what}: bundle {b}, image {}",
+                    i.map_or("(none)", String::as_str)
+                ));
+            }
+        }
+    };
+    compare(
+        "kernel release",
+        Some(&bundle.kernel_release),
+        Some(&image.kernel_release),
+    );
+    compare("hostname", Some(&bundle.hostname), Some(&image.hostname));
+    compare("boot_id", bundle.boot_id.as_ref(), image.boot_id.as_ref());
+    compare("domain UUID", bundle.domain_uuid.as_ref(), image.domain_uuid.as_ref());
+    compare("domain name", bundle.domain_name.as_ref(), image.domain_name.as_ref());
+    out
+}
+
+/// The guest's address for the agent channel, from the snapshot's interfaces: the first
+/// IPv4 address (the channel through the isolation that needs no neighbour discovery), else
+/// the first non-link-local IPv6 one.
+pub fn agent_address(snapshot: &GuestSnapshot) -> Option<IpAddr> {
+    let addrs = || {
+        snapshot
+            .interfaces
+            .iter()
+            .filter(|i| i.name != "lo")
+            .flat_map(|i| i.ipv4.iter().chain(&i.ipv6))
+            .filter_map(|a| a.split('/').next()?.parse::<IpAddr>().ok())
+            .filter(|a| {
+                !a.is_loopback()
+                    && !a.is_unspecified()
+                    && !matches!(a, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+            })
+    };
+    addrs().find(IpAddr::is_ipv4).or_else(|| addrs().next())
+}
+
+/// dom0's address towards `agent`, as routing would pick it (no packet is sent).
+pub fn dom0_address_towards(agent: IpAddr) -> std::io::Result<IpAddr> {
+    let any: SocketAddr = match agent {
+        IpAddr::V4(_) => "0.0.0.0:0".parse(),
+        IpAddr::V6(_) => "[::]:0".parse(),
+    }
+    .map_err(std::io::Error::other)?;
+    let socket = UdpSocket::bind(any)?;
+    socket.connect(SocketAddr::new(agent, transport::DEFAULT_PORT))?;
+    Ok(socket.local_addr()?.ip())
+}
+
+fn seconds_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+/// Restores, delivers and releases; see the module documentation.
+pub fn restore(
+    toolstack: &dyn Toolstack,
+    options: &RestoreOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, RestoreError> {
+    let started = Instant::now();
+    let bundle = Bundle::open(&options.bundle).map_err(|source| RestoreError::Bundle {
+        bundle: options.bundle.display().to_string(),
+        source,
+    })?;
+    let manifest = bundle.manifest();
+    let mismatches = identity_mismatches(&manifest.guest, &options.image_identity);
+    if !mismatches.is_empty() {
+        return Err(RestoreError::Identity {
+            bundle: options.bundle.display().to_string(),
+            image: options.image.display().to_string(),
+            mismatches,
+        });
+    }
+    let bundle_id = manifest.bundle_id.clone();
+    let allow = Allow {
+        addr: options.dom0,
+        port: Some(options.port),
+    };
+    let pending_value = allow.to_string();
+    let pending_key = |uuid: &str| format!("{PENDING_ROOT}/{uuid}");
+
+    // Before the domain exists when the image names its UUID, so the hook sees it.
+    let mut pending = None;
+    if let Some(uuid) = &options.image_identity.domain_uuid {
+        let key = pending_key(uuid);
+        toolstack
+            .xenstore_write(&key, &pending_value)
+            .map_err(|source| RestoreError::Before {
+                what: format!("writing {key}"),
+                source,
+            })?;
+        progress(Progress::PendingKey { path: &key });
+        pending = Some(key);
+    }
+
+    let t = Instant::now();
+    let domid = match toolstack.restore_paused(&options.image) {
+        Ok(domid) => domid,
+        Err(source) => {
+            if let Some(key) = &pending {
+                // Best effort: the error that matters is the restore's.
+                let _ = toolstack.xenstore_remove(key);
+            }
+            return Err(RestoreError::Before {
+                what: format!("restoring {} paused", options.image.display()),
+                source,
+            });
+        }
+    };
+    let restore_s = seconds_since(t);
+    progress(Progress::Restored {
+        domid,
+        seconds: restore_s,
+    });
+    let paused = |what: &str, detail: String| RestoreError::Paused {
+        domid,
+        what: what.to_owned(),
+        detail,
+    };
+    let domain_uuid = toolstack
+        .domain_uuid(domid)
+        .map_err(|e| paused("reading the restored domain's UUID", e.to_string()))?;
+    if pending.is_none() {
+        let key = pending_key(&domain_uuid);
+        toolstack
+            .xenstore_write(&key, &pending_value)
+            .map_err(|e| paused(&format!("writing {key}"), e.to_string()))?;
+        progress(Progress::PendingKey { path: &key });
+        pending = Some(key);
+    }
+
+    let t = Instant::now();
+    let vifs = toolstack
+        .vifs(domid)
+        .map_err(|e| paused("listing the domain's vifs", e.to_string()))?;
+    if vifs.is_empty() {
+        return Err(paused(
+            "the domain has no vif",
+            "the agent is unreachable without a network interface".into(),
+        ));
+    }
+    isolate::isolate(&vifs, &[allow]).map_err(|e| paused("isolating the domain's vifs", e.to_string()))?;
+    let isolate_s = seconds_since(t);
+    progress(Progress::Isolated {
+        vifs: &vifs,
+        allow: &allow,
+    });
+
+    let stranded = |failure: String, report: Option<serde_json::Value>| {
+        RestoreError::Stranded(Box::new(Stranded {
+            domid,
+            vifs: vifs.clone(),
+            pending_key: pending.clone(),
+            bundle_id: bundle_id.clone(),
+            failure,
+            report,
+        }))
+    };
+    toolstack
+        .unpause(domid)
+        .map_err(|e| stranded(format!("unpausing domain {domid}: {e}"), None))?;
+    let unpaused = Instant::now();
+    progress(Progress::Unpaused);
+    let deadline = unpaused + options.timeout;
+
+    let local = SocketAddr::new(options.dom0, options.port);
+    let remote = SocketAddr::new(options.agent, options.port);
+    let (stream, attempts) = transport::connect_from(local, remote, deadline)
+        .map_err(|e| stranded(format!("reaching the agent: {e}"), None))?;
+    let unpause_to_connected_s = seconds_since(unpaused);
+    progress(Progress::Connected {
+        attempts,
+        seconds: unpause_to_connected_s,
+    });
+    let delivery = transport::deliver(stream, &options.bundle, deadline, &mut |m| progress(Progress::Agent(m)))
+        .map_err(|e| stranded(format!("delivering {}: {e}", options.bundle.display()), None))?;
+    let report = match delivery.outcome {
+        Ok(report) => report,
+        Err(message) => return Err(stranded(format!("the agent refused the bundle: {message}"), None)),
+    };
+    let result = report["result"].as_str().unwrap_or("?");
+    if result != "applied" && result != "already-applied" {
+        let error = report["error"].as_str().unwrap_or("no error given");
+        return Err(stranded(
+            format!("the agent's apply of bundle {bundle_id}: {result}: {error}"),
+            Some(report.clone()),
+        ));
+    }
+
+    isolate::release(&vifs).map_err(|e| stranded(format!("releasing the isolation: {e}"), Some(report.clone())))?;
+    let unpause_to_released_s = seconds_since(unpaused);
+    progress(Progress::Released { vifs: &vifs });
+    let mut warnings = Vec::new();
+    if let Some(key) = &pending {
+        if let Err(e) = toolstack.xenstore_remove(key) {
+            warnings.push(format!(
+                "removing {key}: {e}; remove it by hand (xenstore-rm {key}) or re-created vifs of the domain come up isolated"
+            ));
+        }
+    }
+    Ok(Outcome {
+        domid,
+        domain_uuid,
+        vifs,
+        bundle_id,
+        bundle_bytes: delivery.bundle_bytes,
+        timings: Timings {
+            restore_s,
+            isolate_s,
+            unpause_to_connected_s,
+            send_s: delivery.send_seconds,
+            apply_s: report["timings"]["total"].as_f64().unwrap_or_default(),
+            unpause_to_released_s,
+            total_s: seconds_since(started),
+        },
+        report,
+        warnings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity() -> GuestIdentity {
+        GuestIdentity {
+            domain_name: Some("web1".into()),
+            domain_uuid: Some("00112233-4455-6677-8899-aabbccddeeff".into()),
+            kernel_release: "6.1.0-18-amd64".into(),
+            boot_id: Some("b1".into()),
+            hostname: "web1".into(),
+        }
+    }
+
+    #[test]
+    fn identity_differences_are_listed_and_absent_bundle_fields_do_not_count() {
+        assert!(identity_mismatches(&identity(), &identity()).is_empty());
+        let mut image = identity();
+        image.boot_id = Some("b2".into());
+        image.kernel_release = "6.1.0-20-amd64".into();
+        image.domain_uuid = None;
+        let m = identity_mismatches(&identity(), &image);
+        assert_eq!(
+            m,
+            [
+                "kernel release: bundle 6.1.0-18-amd64, image 6.1.0-20-amd64",
+                "boot_id: bundle b1, image b2",
+                "domain UUID: bundle 00112233-4455-6677-8899-aabbccddeeff, image (none)",
+            ]
+        );
+        let mut bundle = identity();
+        bundle.domain_name = None;
+        bundle.boot_id = None;
+        let mut image = identity();
+        image.domain_name = Some("other".into());
+        assert!(identity_mismatches(&bundle, &image).is_empty());
+    }
+}
