@@ -6,20 +6,27 @@
 //! isolation too, so a broken lab cannot pass for a working firewall. The namespaces (and with
 //! them the rules) are deleted at the end, even on failure; dom0's own ruleset is never touched.
 
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::dormouse_bin;
 
-/// Network namespaces, background listeners and a scratch directory, all removed on drop.
+/// Network namespaces, the responders serving in them and a scratch directory, all removed on
+/// drop.
 pub(crate) struct Lab {
     prefix: String,
     namespaces: Vec<String>,
-    children: Vec<Child>,
+    stop: Arc<AtomicBool>,
+    responders: Vec<JoinHandle<()>>,
     dir: tempfile::TempDir,
 }
 
@@ -28,7 +35,8 @@ impl Lab {
         Lab {
             prefix: format!("dm{}-{tag}", std::process::id()),
             namespaces: Vec::new(),
-            children: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            responders: Vec::new(),
             dir: tempfile::tempdir().unwrap(),
         }
     }
@@ -54,16 +62,48 @@ impl Lab {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// A socat server in `ns` answering every TCP connection or UDP datagram with `reply`.
-    fn serve(&mut self, ns: &str, listen: &str, reply: &str) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "socat", listen, &format!("SYSTEM:echo {reply}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting socat (install socat)");
-        self.children.push(child);
+    /// Answers every TCP connection to `addr` in `ns` with `reply`. In-process rather than
+    /// `socat ...,fork SYSTEM:echo`: a forking socat loses replies under load (measured: about
+    /// 1 in 20 concurrent UDP exchanges on loopback), which made lab failures look like
+    /// firewall failures.
+    fn serve_tcp(&mut self, ns: &str, addr: SocketAddr, reply: &'static str) {
+        let listener =
+            in_netns(ns, || TcpListener::bind(addr)).unwrap_or_else(|e| panic!("binding TCP {addr} in {ns}: {e}"));
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::clone(&self.stop);
+        self.responders.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        std::thread::spawn(move || answer_tcp(stream, reply));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("accepting on TCP {addr}: {e}"),
+                }
+            }
+        }));
+    }
+
+    /// Answers every UDP datagram to `addr` in `ns` with `reply`, sent back to its source.
+    fn serve_udp(&mut self, ns: &str, addr: SocketAddr, reply: &'static str) {
+        let socket =
+            in_netns(ns, || UdpSocket::bind(addr)).unwrap_or_else(|e| panic!("binding UDP {addr} in {ns}: {e}"));
+        socket.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let stop = Arc::clone(&self.stop);
+        self.responders.push(std::thread::spawn(move || {
+            let mut buf = [0u8; 1500];
+            while !stop.load(Ordering::Relaxed) {
+                match socket.recv_from(&mut buf) {
+                    Ok((_, peer)) => {
+                        let _ = socket.send_to(format!("{reply}\n").as_bytes(), peer);
+                    }
+                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                    Err(e) => panic!("receiving on UDP {addr}: {e}"),
+                }
+            }
+        }));
     }
 
     /// `dormouse ARGS` in namespace `ns`.
@@ -91,9 +131,9 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
+        self.stop.store(true, Ordering::Relaxed);
+        for responder in self.responders.drain(..) {
+            let _ = responder.join();
         }
         for ns in &self.namespaces {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
@@ -113,6 +153,32 @@ pub(crate) fn text(out: &Output) -> String {
 fn run(program: &str, args: &[&str]) {
     let out = Command::new(program).args(args).output().unwrap();
     assert!(out.status.success(), "{program} {args:?}: {}", text(&out));
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`; sockets it creates stay in
+/// that namespace whichever thread uses them later.
+fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let handle = std::fs::File::open(format!("/run/netns/{ns}"))
+                .unwrap_or_else(|e| panic!("opening /run/netns/{ns}: {e}"));
+            nix::sched::setns(handle, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("entering network namespace {ns}: {e}"));
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// One TCP exchange: the reply, a half-close, then the client's end drained so the close is a
+/// FIN (closing with unread data would send a reset that can discard the reply).
+fn answer_tcp(mut stream: TcpStream, reply: &str) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = stream.write_all(format!("{reply}\n").as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+    let _ = io::copy(&mut (&stream).take(1 << 20), &mut io::sink());
 }
 
 pub(crate) fn in_ns(ns: &str, args: &[&str]) -> Output {
@@ -193,24 +259,22 @@ fn internet_probes<'a>(v4: &'a str, v6: &'a str) -> Vec<Probe<'a>> {
     ]
 }
 
-fn serve_internet(lab: &mut Lab, ns: &str) {
-    lab.serve(ns, "TCP4-LISTEN:80,fork,reuseaddr", "inet-tcp");
-    lab.serve(ns, "TCP6-LISTEN:80,fork,reuseaddr,ipv6only=1", "inet-tcp");
-    lab.serve(ns, "UDP4-RECVFROM:53,fork", "inet-udp");
-    lab.serve(ns, "UDP6-RECVFROM:53,fork,ipv6only=1", "inet-udp");
+/// Serves the internet's end of those probes on ADDR4 and ADDR6: TCP port 80 and UDP port 53.
+fn serve_internet(lab: &mut Lab, ns: &str, v4: &str, v6: &str) {
+    for addr in [v4, v6] {
+        let ip: IpAddr = addr.parse().unwrap();
+        lab.serve_tcp(ns, SocketAddr::new(ip, 80), "inet-tcp");
+        lab.serve_udp(ns, SocketAddr::new(ip, 53), "inet-udp");
+    }
 }
 
 /// The agent channel's dom0 end on ADDR:7878, plus another dom0 service on port 22 the guest
 /// must never reach.
 fn serve_dom0(lab: &mut Lab, ns: &str, v4: &str, v6: &str) {
-    for (addr, pf) in [(v4, "4"), (v6, "6")] {
-        let bind = socat_addr(addr);
-        lab.serve(
-            ns,
-            &format!("TCP{pf}-LISTEN:7878,bind={bind},fork,reuseaddr"),
-            "agent-channel",
-        );
-        lab.serve(ns, &format!("TCP{pf}-LISTEN:22,bind={bind},fork,reuseaddr"), "dom0-ssh");
+    for addr in [v4, v6] {
+        let ip: IpAddr = addr.parse().unwrap();
+        lab.serve_tcp(ns, SocketAddr::new(ip, 7878), "agent-channel");
+        lab.serve_tcp(ns, SocketAddr::new(ip, 22), "dom0-ssh");
     }
 }
 
@@ -273,10 +337,10 @@ fn bridged_vifs_pass_only_the_agent_channel_until_released() {
         &dom0,
         "for i in vif7.0 vif8.0 uplink0; do ip link set $i master br0 up; done",
     );
-    serve_internet(&mut lab, &internet);
+    serve_internet(&mut lab, &internet, "10.77.0.100", "fd77::100");
     serve_dom0(&mut lab, &dom0, "10.77.0.1", "fd77::1");
     // The guest's agent, which dom0 reaches from source port 7878.
-    lab.serve(&guest, "TCP4-LISTEN:9000,fork,reuseaddr", "guest-agent");
+    lab.serve_tcp(&guest, "10.77.0.7:9000".parse().unwrap(), "guest-agent");
 
     let internet_probes = internet_probes("10.77.0.100", "fd77::100");
     let channel = [
@@ -424,7 +488,7 @@ fn routed_vif_passes_only_the_agent_channel_until_released() {
         "ip addr add 10.78.0.1/24 dev vif7.0; ip addr add fd78::1/64 dev vif7.0 nodad; ip link set vif7.0 up
          ip addr add 10.79.0.1/24 dev uplink0; ip addr add fd79::1/64 dev uplink0 nodad; ip link set uplink0 up",
     );
-    serve_internet(&mut lab, &internet);
+    serve_internet(&mut lab, &internet, "10.79.0.100", "fd79::100");
     serve_dom0(&mut lab, &dom0, "10.78.0.1", "fd78::1");
     let internet_probes = internet_probes("10.79.0.100", "fd79::100");
     let channel = [
