@@ -278,7 +278,34 @@ fn serve_dom0(lab: &mut Lab, ns: &str, v4: &str, v6: &str) {
     }
 }
 
-/// Waits until the listeners accept (socat needs a moment to bind).
+/// Forces `ns`'s neighbour entry for ADDR (reached over DEV, link-layer address of the peer's
+/// PEER_DEV in PEER) into PROBE and asserts the peer confirms it. The kernel sends those unicast
+/// solicitations from its link-local address, as it does whenever an entry ages during a long
+/// apply; were they dropped, the entry would go FAILED.
+fn assert_neighbour_probe_confirmed(lab: &Lab, ns: &str, dev: &str, addr: &str, peer: &str, peer_dev: &str) {
+    let lladdr = lab.sh(peer, &format!("cat /sys/class/net/{peer_dev}/address"));
+    lab.sh(
+        ns,
+        &format!(
+            "ip -6 neigh replace {addr} lladdr {} dev {dev} nud probe",
+            lladdr.trim()
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let state = lab.sh(ns, &format!("ip -6 neigh show {addr} dev {dev}"));
+        if state.contains("REACHABLE") {
+            return;
+        }
+        assert!(
+            !state.contains("FAILED") && Instant::now() < deadline,
+            "in {ns}, the neighbour probe of {addr} on {dev} was not answered: {state}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits until the listeners accept.
 fn wait_listening(ns: &str, probe: Probe) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !reaches(ns, probe) {
@@ -383,6 +410,8 @@ fn bridged_vifs_pass_only_the_agent_channel_until_released() {
     expect(&guest, false, &internet_probes, "isolated");
     expect(&guest, false, &dom0_other, "isolated");
     expect(&guest, true, &channel, "isolated");
+    assert_neighbour_probe_confirmed(&lab, &dom0, "br0", "fd77::7", &guest, "eth0");
+    assert_neighbour_probe_confirmed(&lab, &guest, "eth0", "fd77::1", &dom0, "br0");
     expect(&guest2, false, &internet_probes, "isolated");
     expect(&guest2, true, &channel[..1], "isolated");
     // dom0 → agent: only from the pinned source port.
@@ -426,9 +455,14 @@ fn bridged_vifs_pass_only_the_agent_channel_until_released() {
             "`{needle}` missing from nft list ruleset:\n{ruleset}"
         );
     }
-    // Each per-vif chain: the channel, ARP/ND for it, and a final drop; nothing else accepts.
+    // Each per-vif chain: the channel, ARP/ND for it (ND also with link-local addresses, hop
+    // limit 255: never forwarded), and a final drop; nothing else accepts.
     let chain = lab.sh(&dom0, "nft list chain bridge dormouse-bridge from-vif7.0");
-    assert_eq!(chain.matches(" accept").count(), 6, "{chain}");
+    assert_eq!(chain.matches(" accept").count(), 7, "{chain}");
+    assert!(
+        chain.contains("ip6 hoplimit 255 @nh,192,16 & 0xffc0 == 0xfe80 icmpv6 type 135-136 accept"),
+        "{chain}"
+    );
     let last = chain.lines().rfind(|l| l.contains("comment")).unwrap();
     assert!(last.contains("counter") && last.contains("drop"), "{chain}");
 
@@ -520,6 +554,8 @@ fn routed_vif_passes_only_the_agent_channel_until_released() {
         "isolated",
     );
     expect(&guest, true, &channel, "isolated");
+    assert_neighbour_probe_confirmed(&lab, &dom0, "vif7.0", "fd78::7", &guest, "eth0");
+    assert_neighbour_probe_confirmed(&lab, &guest, "eth0", "fd78::1", &dom0, "vif7.0");
     expect(
         &internet,
         false,

@@ -8,11 +8,16 @@
 //! not need it, because pinning the *dom0-side* port pins both directions: from the guest only
 //! segments *to* ADDR:PORT pass, towards the guest only segments *from* ADDR:PORT, so the guest
 //! reaches no other dom0 service whatever source port it picks.
+//!
+//! Address resolution passes for the allowed addresses, and with an IPv6 allowance also
+//! neighbour solicitations and advertisements between link-local addresses at hop limit 255:
+//! the kernel's reachability probes leave from the link-local address, and such packets cannot
+//! be routed off the link.
 
 use std::net::{IpAddr, Ipv6Addr};
 
 use rustables::expr::{
-    Cmp, CmpOp, Counter, HighLevelPayload, ICMPv6HeaderField, IPv4HeaderField, IPv6HeaderField, Immediate,
+    Bitwise, Cmp, CmpOp, Counter, HighLevelPayload, ICMPv6HeaderField, IPv4HeaderField, IPv6HeaderField, Immediate,
     LLHeaderField, Meta, MetaType, NetworkHeaderField, Payload, Register, TCPHeaderField, TransportHeaderField,
     VerdictKind,
 };
@@ -34,6 +39,10 @@ const ND_NEIGHBOR_ADVERT: u8 = 136;
 const ARP_ETHER_IPV4: [u8; 6] = [0, 1, 8, 0, 6, 4];
 const ARP_SENDER_IP: u32 = 14;
 const ARP_TARGET_IP: u32 = 24;
+/// Offsets in the IPv6 header.
+const IPV6_HOP_LIMIT: u32 = 7;
+const IPV6_SADDR: u32 = 8;
+const IPV6_DADDR: u32 = 24;
 /// The target address of a neighbour solicitation, after type, code, checksum and reserved.
 const ND_TARGET: u32 = 8;
 
@@ -157,6 +166,24 @@ pub(super) fn vif_rules(
             }
             IpAddr::V4(_) => {}
         }
+    }
+    if let Some(v6) = allow.iter().map(|a| a.addr).find(IpAddr::is_ipv6) {
+        // Neighbour unreachability probes leave from the link-local address (the kernel picks a
+        // routable source only when a queued packet supplies one), so without this every aging
+        // neighbour entry on either end of the channel fails. Hop limit 255 and a link-local
+        // peer keep it on the link: no router forwards such packets, and receivers drop ND
+        // whose hop limit is not 255 (RFC 4861 7.1).
+        let offset = match direction {
+            Direction::FromGuest => IPV6_DADDR,
+            Direction::ToGuest => IPV6_SADDR,
+        };
+        let on_link = r(v6)?
+            .with_expr(network_payload(IPV6_HOP_LIMIT, 1))
+            .with_expr(Cmp::new(CmpOp::Eq, [255u8]))
+            .with_expr(network_payload(offset, 2))
+            .with_expr(Bitwise::new([0xffu8, 0xc0], [0u8, 0]).map_err(|e| IsolateError::Build(format!("{e:?}")))?)
+            .with_expr(Cmp::new(CmpOp::Eq, [0xfeu8, 0x80]));
+        rules.push(accept(neighbour_discovery(on_link), "nd with link-local addresses"));
     }
     let drop = new_rule(chain)?
         .with_expr(Counter::default().with_nb_bytes(0u64).with_nb_packets(0u64))
