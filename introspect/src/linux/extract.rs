@@ -241,8 +241,8 @@ impl<'a> KernelView<'a> {
     }
 
     /// The name `/proc/PID/stat` and `status` show for a kernel thread: a workqueue worker's
-    /// `comm` plus `+desc` (running) or `-desc` (last ran), another kernel thread's full name
-    /// (`comm` is cut at 15 characters).
+    /// `comm` plus, while attached to a pool, `+desc` (running) or `-desc` (last ran); another
+    /// kernel thread's full name (`comm` is cut at 15 characters).
     fn proc_task_name(&self, k: &KthreadNameLayout, task: u64, flags: u32, comm: String) -> Result<String> {
         let r = self.reader();
         let kthread = r.u64(task.wrapping_add(k.task_kthread), "task_struct.worker_private")?;
@@ -251,6 +251,11 @@ impl<'a> KernelView<'a> {
         }
         let mut name = if flags & PF_WQ_WORKER != 0 {
             let worker = r.u64(kthread.wrapping_add(k.kthread_data), "kthread.data")?;
+            // wq_worker_comm() adds the desc only for a worker attached to a pool: a rescuer
+            // that once ran keeps its desc after detaching, yet shows its plain comm.
+            if r.u64(worker.wrapping_add(k.worker_pool), "worker.pool")? == 0 {
+                return Ok(comm);
+            }
             let desc = r.inline_string(
                 worker.wrapping_add(k.worker_desc),
                 k.worker_desc_len as usize,
@@ -985,6 +990,7 @@ mod tests {
                 ("kthread", "data") => 8,
                 ("worker", "desc") => 0,
                 ("worker", "current_work") => 0x18,
+                ("worker", "pool") => 0x20,
                 ("ctl_table", "procname") => 0,
                 ("ctl_table", "data") => 8,
                 ("ctl_table", "maxlen") => 0x10,
@@ -1071,6 +1077,7 @@ mod tests {
         mem.put_u64(task + 0x60, BASE + 0x400);
         mem.put_u64(BASE + 0x408, BASE + 0x800); // kthread.data -> worker
         mem.put_u64(BASE + 0x800, 0x41); // worker.desc = "A"
+        mem.put_u64(BASE + 0x820, BASE + 0x900); // worker.pool: attached, so the desc is read
         let (tasks, warnings) = skipped(view(&mem, &|_| None).tasks("6.1.0").unwrap());
         assert!(tasks.is_empty() && warnings.len() == 1, "{tasks:?} {warnings:?}");
         mem.put_u64(task + 0x28, 0); // no parent: the cred pointer fails

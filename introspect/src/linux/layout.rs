@@ -139,6 +139,8 @@ pub struct KthreadNameLayout {
     pub worker_desc: u64,
     pub worker_desc_len: u64,
     pub worker_current_work: u64,
+    /// `worker.pool`: NULL while a rescuer is detached, and then `/proc` shows no desc.
+    pub worker_pool: u64,
 }
 
 impl KthreadNameLayout {
@@ -150,6 +152,7 @@ impl KthreadNameLayout {
             worker_desc: types.member_offset("worker", "desc")?,
             worker_desc_len: types.member_size("worker", "desc")?,
             worker_current_work: types.member_offset("worker", "current_work")?,
+            worker_pool: types.member_offset("worker", "pool")?,
         })
     }
 }
