@@ -5,11 +5,31 @@ DORMOUSE_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DORMOUSE_CACHE=${DORMOUSE_CACHE:-$HOME/.cache/dormouse}
 DORMOUSE_MIRROR=${DORMOUSE_MIRROR:-http://deb.debian.org/debian}
 DORMOUSE_SECURITY_MIRROR=${DORMOUSE_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
-DORMOUSE_REPO_PORT=${DORMOUSE_REPO_PORT:-8765}
-export DORMOUSE_ROOT DORMOUSE_CACHE DORMOUSE_MIRROR DORMOUSE_SECURITY_MIRROR DORMOUSE_REPO_PORT
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The test bed's mirror listens on a port of its own cache, so that two caches (two clones, a
+# CI run beside a developer's) never meet on one port. The guest images name the port in their
+# apt sources, so once a test bed is built, the port it recorded is the one.
+testbed_repo_port() {
+  local recorded=$DORMOUSE_CACHE/guest/repo-port
+  if [ -s "$recorded" ]; then
+    cat "$recorded"
+  elif [ -n "${DORMOUSE_REPO_PORT:-}" ]; then
+    echo "$DORMOUSE_REPO_PORT"
+  else
+    # 20000-29999, from the cache's path.
+    echo $((20000 + $(realpath -m "$DORMOUSE_CACHE" | cksum | cut -d' ' -f1) % 10000))
+  fi
+}
+_port=$(testbed_repo_port)
+if [ -n "${DORMOUSE_REPO_PORT:-}" ] && [ "$DORMOUSE_REPO_PORT" != "$_port" ]; then
+  say "DORMOUSE_REPO_PORT=$DORMOUSE_REPO_PORT ignored: the test bed in $DORMOUSE_CACHE was built for port $_port"
+fi
+DORMOUSE_REPO_PORT=$_port
+unset _port
+export DORMOUSE_ROOT DORMOUSE_CACHE DORMOUSE_MIRROR DORMOUSE_SECURITY_MIRROR DORMOUSE_REPO_PORT
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || die "$1 must run as root (it uses debootstrap, loop devices, mounts and namespaces)"
@@ -67,3 +87,18 @@ ensure_rust() {
 # Seconds since the epoch with sub-second precision, for step timings.
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
+
+# Where cargo puts what it builds: CARGO_TARGET_DIR, a target-dir from cargo's configuration,
+# or target/ in the workspace. cargo itself says.
+cargo_target_dir() {
+  cargo metadata --format-version 1 --no-deps --manifest-path "$DORMOUSE_ROOT/Cargo.toml" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])'
+}
+
+# Runs at exit: stops the test bed's mirror unless it was already serving when the calling
+# script started (what a command starts, it stops).
+stop_repo_at_exit() {
+  if ! "$DORMOUSE_ROOT/scripts/repo-serve" status >/dev/null 2>&1; then
+    trap '"$DORMOUSE_ROOT/scripts/repo-serve" stop >/dev/null 2>&1 || true' EXIT
+  fi
+}

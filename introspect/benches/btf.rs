@@ -10,7 +10,7 @@ use introspect::{Btf, KernelImage, find_kernel_btf, open_memory};
 
 fn btf(c: &mut Criterion) {
     let Some(fx) = common::fixtures() else { return };
-    let vmlinuz = fx.join("kernel-6.1.0-56-amd64/vmlinuz-6.1.0-56-amd64");
+    let vmlinuz = dormouse_tests::FixtureKernel::read(&fx).vmlinuz();
     let img = KernelImage::open(&vmlinuz).expect("vmlinuz opens");
     let blob = img.section_data(".BTF").expect(".BTF").to_vec();
     drop(img);

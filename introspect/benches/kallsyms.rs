@@ -28,7 +28,7 @@ fn kallsyms(c: &mut Criterion) {
     });
     let text = std::fs::read_to_string(common::decompressed(
         &fx,
-        "kernel-6.1.0-56-amd64/System.map-6.1.0-56-amd64",
+        &dormouse_tests::FixtureKernel::read(&fx).system_map_rel(),
     ))
     .expect("System.map");
     slow.bench_function("system_map_parse_6.1", |b| {

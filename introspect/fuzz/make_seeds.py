@@ -317,10 +317,10 @@ def kernel_walk_seed(variant):
     q = lambda off, v: struct.pack_into("<Q", m, off, v)
     d = lambda off, v: struct.pack_into("<I", m, off, v & 0xFFFFFFFF)
     a = lambda off: WBASE + off
-    for i, f in enumerate([b"Linux", b"fuzz", b"6.1.0-56-amd64", b"#1 SMP", b"x86_64", b"(none)"]):
+    for i, f in enumerate([b"Linux", b"fuzz", b"6.1.0-fuzz", b"#1 SMP", b"x86_64", b"(none)"]):
         put(16 * i, f)
     m[0] = variant
-    put(0x100, b"Linux version 6.1.0-56-amd64 (fuzz)\n\0")
+    put(0x100, b"Linux version 6.1.0-fuzz (fuzz)\n\0")
     q(0x180, a(0x1000)); put(0x1000, b"root=/dev/xvda1 ro\0")
     put(0x188, bytes(range(1, 17)))
     q(0x198, 4_000_000)
@@ -404,8 +404,9 @@ def main():
         put("elf_core", "xen-dump-core-3", xen_core_seed(p, 3))
         put("elf_core", "xen-dump-core-head", open(p, "rb").read(8192))
 
-    vmlinuz = FIXTURES / "kernel-6.1.0-56-amd64/vmlinuz-6.1.0-56-amd64"
-    if vmlinuz.is_file():
+    # The fixtures' kernel, whatever release it is (kernel-<release>/vmlinuz-<release>).
+    vmlinuz = next(iter(sorted(FIXTURES.glob("kernel-*/vmlinuz-*"))), None)
+    if vmlinuz:
         btf = elf_section(vmlinux_from_bzimage(vmlinuz), ".BTF")
         if btf:
             put("btf", "vmlinux-full", btf)

@@ -7,10 +7,10 @@ mod common;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use dormouse_tests::FixtureKernel;
 use introspect::linux::TypeInfo;
 use introspect::{Btf, BtfError, BtfKind, Compression, KernelImage, PhysMemory, find_kernel_btf, open_memory};
 
-const VMLINUZ: &str = "kernel-6.1.0-56-amd64/vmlinuz-6.1.0-56-amd64";
 /// Link-time address of `_text` on x86-64 (CONFIG_PHYSICAL_START 16 MiB above the 2 GiB base).
 const TEXT_LINK: u64 = 0xffff_ffff_8100_0000;
 
@@ -24,7 +24,7 @@ struct Vmlinuz {
 fn vmlinuz(fixtures: &Path) -> &'static Vmlinuz {
     static CELL: OnceLock<Vmlinuz> = OnceLock::new();
     CELL.get_or_init(|| {
-        let img = KernelImage::open(fixtures.join(VMLINUZ)).expect("fixture vmlinuz opens");
+        let img = KernelImage::open(FixtureKernel::read(fixtures).vmlinuz()).expect("fixture vmlinuz opens");
         assert_eq!(img.compression(), Some(Compression::Xz));
         let sec = img.section(".BTF").expect(".BTF section");
         Vmlinuz {
@@ -676,7 +676,7 @@ fn every_payload_compression_decompresses() {
 #[test]
 fn hostile_kernel_images_are_rejected() {
     let Some(fx) = common::fixtures() else { return };
-    let bytes = std::fs::read(fx.join(VMLINUZ)).expect("read vmlinuz");
+    let bytes = std::fs::read(FixtureKernel::read(&fx).vmlinuz()).expect("read vmlinuz");
     // Setup header cut, payload cut in the middle, payload offset beyond the file.
     for cut in [0x100, 0x250, bytes.len() / 2] {
         assert!(

@@ -9,13 +9,12 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use dormouse_tests::FixtureKernel;
 use introspect::linux::{GuestSnapshot, InspectError, ProfileFiles, TypeInfo, snapshot};
 use introspect::{
     Btf, BtfKind, Isf, IsfError, KernelImage, MAX_TYPE_DEPTH, Symbols, isf_from_btf_and_symbols, open_memory,
 };
 use serde_json::{Value, json};
-
-const RELEASE: &str = "6.1.0-56-amd64";
 
 fn images(fx: &Path) -> Vec<(String, PathBuf)> {
     [
@@ -68,11 +67,9 @@ struct Generated {
 fn generated(fx: &Path) -> &'static Generated {
     static GENERATED: OnceLock<Generated> = OnceLock::new();
     GENERATED.get_or_init(|| {
-        let btf = KernelImage::open(fx.join(format!("kernel-{RELEASE}/vmlinuz-{RELEASE}")))
-            .unwrap()
-            .btf()
-            .unwrap();
-        let map = common::decompressed(fx, &format!("kernel-{RELEASE}/System.map-{RELEASE}"));
+        let kernel = FixtureKernel::read(fx);
+        let btf = KernelImage::open(kernel.vmlinuz()).unwrap().btf().unwrap();
+        let map = common::decompressed(fx, &kernel.system_map_rel());
         let symbols = Symbols::from_system_map(&std::fs::read_to_string(map).unwrap()).unwrap();
         let started = Instant::now();
         let doc = isf_from_btf_and_symbols(&btf, &symbols, Some(&banner(fx)));
@@ -279,7 +276,12 @@ fn base64(data: &[u8]) -> String {
 #[test]
 fn an_isf_for_another_kernel_banner_is_refused_naming_both_banners() {
     let Some(fx) = common::fixtures() else { return };
-    let other = "Linux version 6.1.0-57-amd64 (debian-kernel@lists.debian.org) (gcc-12) #1 SMP Debian 6.1.193-1";
+    // The fixtures' banner with the release and build changed, as the next kernel ABI has it.
+    let fixture = FixtureKernel::read(&fx);
+    let other = banner(&fx)
+        .replace(&fixture.release, &format!("{}-next", fixture.release))
+        .replace(&fixture.version, "#1 SMP PREEMPT_DYNAMIC (another build)");
+    let other = other.trim_end();
     let files = edited(&fx, "other-banner", |doc| {
         doc["symbols"]["linux_banner"]["constant_data"] = json!(base64(format!("{other}\n\0").as_bytes()));
     });

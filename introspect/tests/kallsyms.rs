@@ -12,6 +12,8 @@ mod common;
 
 use std::path::Path;
 
+use dormouse_tests::FixtureKernel;
+
 use introspect::{
     AddressEncoding, AddressTable, KallsymsError, KallsymsLocation, KallsymsOptions, KernelImageMap, Markers,
     RawMemory, START_KERNEL_MAP, Symbols, SymbolsError, VirtError, VirtualMemory, VmcoreInfo, VmcoreinfoError,
@@ -19,9 +21,7 @@ use introspect::{
     kallsyms_from_vmcoreinfo, load_vmcoreinfo, open_memory,
 };
 
-const RELEASE: &str = "6.1.0-56-amd64";
 const LINK_TEXT: u64 = 0xffff_ffff_8100_0000;
-const SYSTEM_MAP: &str = "kernel-6.1.0-56-amd64/System.map-6.1.0-56-amd64";
 /// System.map symbols that scripts/kallsyms leaves out of the tables: absolute link-time
 /// constants, the kallsyms tables themselves (they do not exist yet when the table is
 /// computed) and the `init_per_cpu__*` aliases of the boot CPU's per-CPU areas.
@@ -82,8 +82,9 @@ fn read_u64(mem: &dyn VirtualMemory, vaddr: u64) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The real System.map of the fixtures' kernel (from its -dbg package).
 fn system_map(fx: &Path) -> Symbols {
-    let path = common::decompressed(fx, SYSTEM_MAP);
+    let path = common::decompressed(fx, &FixtureKernel::read(fx).system_map_rel());
     Symbols::from_system_map(&std::fs::read_to_string(path).unwrap()).expect("parse the real System.map")
 }
 
@@ -100,6 +101,8 @@ fn without_kallsyms_symbols(text: &str) -> VmcoreInfo {
 /// Everything a QEMU dump with KASLR must satisfy.
 fn check_qemu_dump(dump: &Path, gt: &serde_json::Value, kallsyms_txt: &Path, system_map: Option<&Symbols>) {
     let mem = open_memory(dump).unwrap();
+    // What the guest itself said; each dump is held to its own kernel.
+    let release = gt["uname"]["release"].as_str().expect("ground truth uname.release");
     let kaslr = &gt["kaslr"];
     let rt = |name: &str| common::hex(&kaslr["runtime_symbols"][name]);
     let text_runtime = common::hex(&kaslr["text_runtime"]);
@@ -112,7 +115,7 @@ fn check_qemu_dump(dump: &Path, gt: &serde_json::Value, kallsyms_txt: &Path, sys
         gt["vmcoreinfo_text"].as_str().unwrap().trim_end()
     );
     let info = &located.info;
-    assert_eq!(info.osrelease, RELEASE);
+    assert_eq!(info.osrelease, release);
     assert_eq!(info.page_size, Some(4096));
     let in_ram = find_vmcoreinfo_in_ram(mem.as_ref()).unwrap();
     assert_eq!(in_ram.text, located.text);
@@ -142,9 +145,10 @@ fn check_qemu_dump(dump: &Path, gt: &serde_json::Value, kallsyms_txt: &Path, sys
             level: 0
         })
     );
-    let mut banner = vec![0u8; 28];
+    let expected_banner = format!("Linux version {release} ");
+    let mut banner = vec![0u8; expected_banner.len()];
     map.read_virt(rt("linux_banner"), &mut banner).unwrap();
-    assert_eq!(banner, format!("Linux version {RELEASE}").as_bytes());
+    assert_eq!(banner, expected_banner.as_bytes());
     // The kernel's `vmcoreinfo_note` pointer (a direct-map address) names the page the scan found.
     let note_ptr = read_u64(&map, rt("vmcoreinfo_note"));
     assert_eq!(note_ptr - common::hex(&kaslr["page_offset_base_value"]), note_paddr);
@@ -230,7 +234,25 @@ fn testbed_dump_kallsyms() {
         return;
     };
     let gt = common::json(&dir.join("ground-truth.json"));
-    let sm = common::fixtures().map(|fx| system_map(&fx));
+    let kernel = common::testbed_kernel("testbed_dump_kallsyms");
+    assert_eq!(
+        gt["uname"]["release"],
+        kernel.release.as_str(),
+        "the test bed's record vs its guest"
+    );
+    // The real System.map (from the -dbg package) is among the fixtures only for their own
+    // build; the test bed boots whatever the archive offers today.
+    let same_build = |fx: &Path| {
+        let fixture = FixtureKernel::read(fx);
+        fixture.release == kernel.release && kernel.banner.contains(&fixture.version)
+    };
+    let sm = common::fixtures().filter(|fx| same_build(fx)).map(|fx| system_map(&fx));
+    if sm.is_none() {
+        eprintln!(
+            "testbed_dump_kallsyms: the test bed runs {} ({}), not the fixtures' kernel build: no System.map to compare",
+            kernel.release, kernel.version
+        );
+    }
     check_qemu_dump(&dir.join("dump.elf"), &gt, &dir.join("kallsyms.txt"), sm.as_ref());
 }
 
@@ -249,7 +271,7 @@ fn xen_pv_vmcoreinfo_in_ram_and_kallsyms() {
             panic!("{rel}: expected the RAM note, got {:?}", located.source)
         };
         let info = &located.info;
-        assert_eq!(info.osrelease, RELEASE);
+        assert_eq!(info.osrelease, gt["uname"]["release"].as_str().unwrap());
         // PV guests are not randomised: phys_base 0, KERNELOFFSET 0, _stext at its link address.
         assert_eq!((info.phys_base(), info.kernel_offset), (Some(0), Some(0)));
         assert_eq!(info.symbol("_stext"), Some(LINK_TEXT));
@@ -280,7 +302,7 @@ fn xen_pv_vmcoreinfo_in_ram_and_kallsyms() {
         map.read_virt(k.symbols.address_of("linux_banner").unwrap(), &mut banner)
             .unwrap();
         let version = gt["proc_files"]["/proc/version"].as_str().unwrap();
-        assert!(version.starts_with(&format!("Linux version {RELEASE} ")));
+        assert!(version.starts_with(&FixtureKernel::read(&fx).banner_prefix()));
         assert_eq!(&banner[..version.len()], version.as_bytes(), "{rel}");
         // The note the scan found is the one the kernel's `vmcoreinfo_note` points to.
         let page_offset_base = read_u64(&map, k.symbols.address_of("page_offset_base").unwrap());
@@ -331,7 +353,8 @@ fn assert_system_map_covers(map: &Symbols, kallsyms: &Symbols) {
 #[test]
 fn system_map_relocation_and_mismatch_detection() {
     let Some(fx) = common::fixtures() else { return };
-    let sm_text = std::fs::read_to_string(common::decompressed(&fx, SYSTEM_MAP)).unwrap();
+    let sm_text =
+        std::fs::read_to_string(common::decompressed(&fx, &FixtureKernel::read(&fx).system_map_rel())).unwrap();
     let sm = Symbols::from_system_map(&sm_text).unwrap();
     assert_eq!(sm.len(), 94280);
     let gt4 = common::json(&fx.join("qemu-6.1-4level/ground-truth.json"));
@@ -392,9 +415,12 @@ fn system_map_relocation_and_mismatch_detection() {
     assert_eq!(found, [("init_task", true), ("linux_banner", true), ("init_mm", false)]);
 
     // Debian's placeholder System.map and garbage are refused with the line.
-    let placeholder = "ffffffffffffffff B The real System.map is in the linux-image-6.1.0-56-amd64-dbg package\n";
+    let placeholder = format!(
+        "ffffffffffffffff B The real System.map is in the linux-image-{}-dbg package\n",
+        FixtureKernel::read(&fx).release
+    );
     assert!(matches!(
-        Symbols::from_system_map(placeholder),
+        Symbols::from_system_map(&placeholder),
         Err(SymbolsError::SystemMap { line: 1, .. })
     ));
     let garbage = "ffffffff81000000 T _text\nzz T x\n";

@@ -13,7 +13,6 @@ use introspect::{
     PagingMode, PhysMemory, RawMemory, VcpuState, VirtError, VirtualMemory, detect_kernel_root, open_memory,
 };
 
-const BANNER: &[u8] = b"Linux version 6.1.0-56-amd64 ";
 /// `page_offset_base` when KASLR does not move it (4-level `__PAGE_OFFSET_BASE_L4`).
 const DEFAULT_PAGE_OFFSET_L4: u64 = 0xffff_8880_0000_0000;
 
@@ -87,12 +86,24 @@ fn fixture_cases() -> Vec<Case> {
 /// The test bed's QEMU dump (see `common::testbed_memdump` for when it may be missing).
 fn testbed_case(test: &str) -> Option<Case> {
     let dir = common::testbed_memdump(test)?;
-    Some(qemu_case(
+    let case = qemu_case(
         "test bed",
         dir.join("dump.elf"),
         &dir.join("ground-truth.json"),
         PagingMode::Level4,
-    ))
+    );
+    let kernel = common::testbed_kernel(test);
+    assert_eq!(
+        case.gt["uname"]["release"],
+        kernel.release.as_str(),
+        "the test bed's record vs its guest"
+    );
+    assert_eq!(
+        case.gt["proc_files"]["/proc/version"],
+        kernel.banner.as_str(),
+        "the test bed's record vs its guest"
+    );
+    Some(case)
 }
 
 fn read_u64(space: &AddressSpace<'_>, vaddr: u64) -> u64 {
@@ -122,12 +133,17 @@ fn check_banner_and_direct_map(case: &Case) -> DirectMap {
     check_root(case);
     let (space, _) = AddressSpace::kernel(case.mem.as_ref()).unwrap();
     let version = case.gt["proc_files"]["/proc/version"].as_str().expect("/proc/version");
+    // Each image is held to the kernel its guest reported, never to a release named here.
+    let release = case.gt["uname"]["release"]
+        .as_str()
+        .expect("ground truth uname.release");
+    let prefix = format!("Linux version {release} ");
     let mut banner = vec![0; version.len()];
     space
         .read_virt(case.banner, &mut banner)
         .unwrap_or_else(|e| panic!("{}: {e}", case.name));
     assert!(
-        banner.starts_with(BANNER),
+        banner.starts_with(prefix.as_bytes()),
         "{}: {:?}",
         case.name,
         String::from_utf8_lossy(&banner)
@@ -155,9 +171,9 @@ fn check_banner_and_direct_map(case: &Case) -> DirectMap {
     assert_eq!(found.sampled, 32, "{}", case.name);
     assert!(found.matched >= 30, "{}: {found:?}", case.name);
     // The banner's physical page seen through the direct map holds the banner too.
-    let mut again = vec![0; BANNER.len()];
+    let mut again = vec![0; prefix.len()];
     space.read_virt(found.base + t.paddr, &mut again).unwrap();
-    assert_eq!(again, BANNER, "{}", case.name);
+    assert_eq!(again, prefix.as_bytes(), "{}", case.name);
     eprintln!(
         "{}: root pfn {:#x} {:?}, page_offset_base {:#x} ({}/{} samples)",
         case.name,

@@ -6,6 +6,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use dormouse_tests::FixtureKernel;
 use introspect::linux::{GuestSnapshot, InspectError, ProfileFiles, snapshot};
 use introspect::{Btf, KernelImage, Symbols, open_memory};
 use serde_json::Value;
@@ -341,13 +342,13 @@ fn testbed_dump_from_the_image_alone() {
 }
 
 fn system_map(fx: &Path) -> (String, Symbols) {
-    let path = common::decompressed(fx, "kernel-6.1.0-56-amd64/System.map-6.1.0-56-amd64");
+    let path = common::decompressed(fx, &FixtureKernel::read(fx).system_map_rel());
     let text = std::fs::read_to_string(&path).unwrap();
     (path.display().to_string(), Symbols::from_system_map(&text).unwrap())
 }
 
 fn vmlinuz_btf(fx: &Path) -> (String, Btf) {
-    let path = fx.join("kernel-6.1.0-56-amd64/vmlinuz-6.1.0-56-amd64");
+    let path = FixtureKernel::read(fx).vmlinuz();
     (
         path.display().to_string(),
         KernelImage::open(&path).unwrap().btf().unwrap(),
@@ -384,7 +385,7 @@ fn fixtures_with_system_map_and_kernel_given_agree_with_the_image_alone() {
 #[test]
 fn a_system_map_of_another_build_is_refused() {
     let Some(fx) = common::fixtures() else { return };
-    let path = common::decompressed(&fx, "kernel-6.1.0-56-amd64/System.map-6.1.0-56-amd64");
+    let path = common::decompressed(&fx, &FixtureKernel::read(&fx).system_map_rel());
     let text = std::fs::read_to_string(&path).unwrap();
     // Another build of the same release: everything after the first third moves by 0x40.
     let cut = text.len() / 3;

@@ -232,13 +232,15 @@ fn apt_scenarios_on_the_single_root_image() {
 }
 
 /// The GPT image with /var on its own partition, as a stopped VM (no memory image: the
-/// snapshot is synthesized; the test bed guest has no kernel, so its release is given).
+/// snapshot is synthesized; the test bed guest has no kernel, so the release is given: the one
+/// the test bed's dump booted).
 #[test]
 fn apt_scenarios_on_the_split_image_as_a_stopped_vm() {
     let Some(tb) = testbed("apt_scenarios_on_the_split_image_as_a_stopped_vm") else {
         return;
     };
-    run_scenarios(&tb, &tb.disks.guest_split, &["--release", "6.1.0-56-amd64"], 2);
+    let release = tb.kernel.release.clone();
+    run_scenarios(&tb, &tb.disks.guest_split, &["--release", &release], 2);
 }
 
 /// A guest whose `apt-get` is [`tests/data/hostile.c`]: every escape attempt must be blocked,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use dormouse_tests::{decompressed, xen_fixtures};
+use dormouse_tests::{FixtureKernel, decompressed, xen_fixtures};
 
 use crate::dormouse_bin;
 
@@ -52,23 +52,20 @@ fn profile_files_from_the_guest_disk_are_used_and_cross_checked() {
         return;
     };
     let save = decompressed(&fx, "xen-pv-a/domU-A.save");
-    let map = std::fs::read(decompressed(&fx, "kernel-6.1.0-56-amd64/System.map-6.1.0-56-amd64")).unwrap();
-    let vmlinuz = std::fs::read(fx.join("kernel-6.1.0-56-amd64/vmlinuz-6.1.0-56-amd64")).unwrap();
+    let kernel = FixtureKernel::read(&fx);
+    let release = &kernel.release;
+    let map = std::fs::read(decompressed(&fx, &kernel.system_map_rel())).unwrap();
+    let vmlinuz = std::fs::read(kernel.vmlinuz()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let disk = guest_fs(
-        dir.path(),
-        &[
-            ("System.map-6.1.0-56-amd64", &map),
-            ("vmlinuz-6.1.0-56-amd64", &vmlinuz),
-        ],
-    );
+    let (map_name, vmlinuz_name) = (format!("System.map-{release}"), format!("vmlinuz-{release}"));
+    let disk = guest_fs(dir.path(), &[(&map_name, &map), (&vmlinuz_name, &vmlinuz)]);
     let (snapshot, _) = inspect_json(&save, &disk);
     let profile = &snapshot["kernel"]["profile"];
     let symbols = profile["symbols"].as_str().unwrap();
     let types = profile["types"].as_str().unwrap();
-    assert!(symbols.starts_with("/boot/System.map-6.1.0-56-amd64 on "), "{symbols}");
+    assert!(symbols.starts_with(&format!("/boot/{map_name} on ")), "{symbols}");
     assert!(
-        types.contains("/boot/vmlinuz-6.1.0-56-amd64") && types.contains("identical to the .BTF in RAM"),
+        types.contains(&format!("/boot/{vmlinuz_name}")) && types.contains("identical to the .BTF in RAM"),
         "{types}"
     );
     assert_eq!(snapshot["uts"]["nodename"], "dormouse-a");
@@ -82,7 +79,8 @@ fn debian_placeholder_system_map_is_skipped() {
     let save = decompressed(&fx, "xen-pv-a/domU-A.save");
     let placeholder: &[u8] = b"ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package\n";
     let dir = tempfile::tempdir().unwrap();
-    let disk = guest_fs(dir.path(), &[("System.map-6.1.0-56-amd64", placeholder)]);
+    let map_name = format!("System.map-{}", FixtureKernel::read(&fx).release);
+    let disk = guest_fs(dir.path(), &[(&map_name, placeholder)]);
     let (snapshot, stderr) = inspect_json(&save, &disk);
     assert!(stderr.contains("placeholder"), "{stderr}");
     assert_eq!(

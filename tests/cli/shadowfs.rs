@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dormouse_tests::{decompressed, testbed, xen_fixtures};
+use dormouse_tests::{FixtureKernel, decompressed, testbed, xen_fixtures};
 use introspect::linux::GuestSnapshot;
 use serde_json::Value;
 use shadowfs::ProcTree;
@@ -18,8 +18,9 @@ struct Case {
     name: &'static str,
     image: PathBuf,
     truth: Value,
-    /// The shared fixtures, where the guests' kernel build (`kernel-<release>/`) is kept.
-    fixtures: Option<PathBuf>,
+    /// The `.config` of the kernel the image ran: the fixtures' `kernel-<release>/` for their
+    /// images, the test bed's own kernel package for its dump.
+    kernel_config: PathBuf,
 }
 
 fn load_truth(path: &Path) -> Value {
@@ -31,8 +32,8 @@ fn load_truth(path: &Path) -> Value {
 /// bed's dump.
 fn cases(test: &str) -> Vec<Case> {
     let mut out = Vec::new();
-    let fixtures = xen_fixtures(test);
-    if let Some(fx) = &fixtures {
+    if let Some(fx) = &xen_fixtures(test) {
+        let kernel_config = FixtureKernel::read(fx).config();
         let xen = load_truth(&fx.join("xen-pv-a/ground-truth.json"));
         for (name, rel) in [
             ("xen-pv-a save", "xen-pv-a/domU-A.save"),
@@ -42,7 +43,7 @@ fn cases(test: &str) -> Vec<Case> {
                 name,
                 image: decompressed(fx, rel),
                 truth: xen.clone(),
-                fixtures: Some(fx.clone()),
+                kernel_config: kernel_config.clone(),
             });
         }
         for (name, dir) in [("qemu 4-level", "qemu-6.1-4level"), ("qemu la57", "qemu-6.1-la57")] {
@@ -50,7 +51,7 @@ fn cases(test: &str) -> Vec<Case> {
                 name,
                 image: decompressed(fx, &format!("{dir}/dump.elf")),
                 truth: load_truth(&fx.join(dir).join("ground-truth.json")),
-                fixtures: Some(fx.clone()),
+                kernel_config: kernel_config.clone(),
             });
         }
     }
@@ -59,7 +60,7 @@ fn cases(test: &str) -> Vec<Case> {
             name: "test-bed dump",
             image: tb.memdump.dir.join("dump.elf"),
             truth: load_truth(&tb.memdump.dir.join("ground-truth.json")),
-            fixtures,
+            kernel_config: tb.kernel.config,
         });
     }
     out
@@ -320,11 +321,13 @@ fn check_tty_drivers(case: &Case, snap: &GuestSnapshot, read: &dyn Fn(&str) -> O
     assert!(lines.iter().all(|l| l.len() == 5), "{name}: tty/drivers:\n{text}");
     let has = |line: [&str; 5]| lines.iter().any(|l| l[..] == line[..]);
     let release = &snap.uts.release;
-    let config = case
-        .fixtures
-        .as_ref()
-        .and_then(|fx| std::fs::read_to_string(fx.join(format!("kernel-{release}/config-{release}"))).ok())
-        .unwrap_or_else(|| panic!("{name}: the kernel config of {release} is not among the fixtures"));
+    let path = &case.kernel_config;
+    assert!(
+        path.ends_with(format!("config-{release}")),
+        "{name}: the image runs {release}, but its case names {}",
+        path.display()
+    );
+    let config = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{name}: {}: {e}", path.display()));
     let set = |option: &str| config.lines().any(|l| l == format!("{option}=y"));
     let value = |option: &str| {
         config

@@ -60,6 +60,9 @@ pub struct Testbed {
     pub scenarios: serde_json::Value,
     pub repo: serde_json::Value,
     pub memdump: MemdumpInfo,
+    /// The Debian kernel the memory dump booted: whatever `linux-image-amd64` pointed at on the
+    /// day the test bed was built. Tests read it here, never from a literal.
+    pub kernel: TestbedKernel,
     /// The rpm-managed root (`scripts/make-fixtures --only rpmguest`); absent from test beds
     /// built before it existed.
     #[serde(default)]
@@ -98,6 +101,23 @@ pub struct TestbedFilesystem {
     pub uuid: String,
 }
 
+/// What `scripts/fixtures/memdump` booted, as its build recorded it.
+#[derive(Debug, Deserialize)]
+pub struct TestbedKernel {
+    /// The image package, e.g. `linux-image-<release>`.
+    pub package: String,
+    /// Its Debian version.
+    pub version: String,
+    /// `uname -r` inside the guest.
+    pub release: String,
+    /// `/proc/version` inside the guest (the `linux_banner` text).
+    pub banner: String,
+    /// `/boot/config-<release>` from the package.
+    pub config: PathBuf,
+    /// `/boot/vmlinuz-<release>` from the package.
+    pub vmlinuz: PathBuf,
+}
+
 #[derive(Debug, Deserialize)]
 pub struct MemdumpInfo {
     pub dir: PathBuf,
@@ -130,6 +150,64 @@ pub fn testbed(test: &str) -> Option<Testbed> {
         )
     });
     Some(testbed)
+}
+
+/// The Debian kernel of the checked-in fixtures (`kernel-<release>/`): the release is the one
+/// the Xen PV guest reported from inside (`xen-pv-a/ground-truth.json`), so no test names it.
+/// Fixtures never move; the test bed's kernel is [`Testbed::kernel`], and may differ.
+#[derive(Debug, Clone)]
+pub struct FixtureKernel {
+    pub release: String,
+    /// `uname -v` of the fixtures' guests.
+    pub version: String,
+    pub dir: PathBuf,
+}
+
+impl FixtureKernel {
+    pub fn read(fixtures: &Path) -> FixtureKernel {
+        let truth = fixtures.join("xen-pv-a/ground-truth.json");
+        let text = std::fs::read_to_string(&truth).unwrap_or_else(|e| panic!("{}: {e}", truth.display()));
+        let json: serde_json::Value =
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", truth.display()));
+        let field = |name: &str| {
+            json["uname"][name]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: no uname.{name}", truth.display()))
+                .to_owned()
+        };
+        let release = field("release");
+        let dir = fixtures.join(format!("kernel-{release}"));
+        assert!(
+            dir.is_dir(),
+            "{}: the fixtures' guests ran {release}, but there is no {}",
+            truth.display(),
+            dir.display()
+        );
+        FixtureKernel {
+            version: field("version"),
+            release,
+            dir,
+        }
+    }
+
+    /// `Linux version <release> `: how the kernel's banner starts.
+    pub fn banner_prefix(&self) -> String {
+        format!("Linux version {} ", self.release)
+    }
+
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.dir.join(format!("vmlinuz-{}", self.release))
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.join(format!("config-{}", self.release))
+    }
+
+    /// The real System.map (from the -dbg package), relative to the fixtures and compressed:
+    /// give it to [`decompressed`].
+    pub fn system_map_rel(&self) -> String {
+        format!("kernel-{0}/System.map-{0}", self.release)
+    }
 }
 
 /// Fixture `rel` of the real Xen fixtures (e.g. `xen-pv-a/domU-A.save`), decompressed from

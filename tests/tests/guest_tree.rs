@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use dormouse_tests::{decompressed, testbed, xen_fixtures};
+use dormouse_tests::{FixtureKernel, decompressed, testbed, xen_fixtures};
 use emulator::disk::{GuestDisk, disks_from_config, read_in_root};
 use emulator::guest_tree::{AttachedDisk, GuestTree, GuestTreeError, RootChoice, Unmountable};
 use emulator::synth::{SynthError, synthesize};
@@ -104,7 +104,9 @@ fn single_root_guest_tree_and_forced_root() {
         Err(e @ SynthError::NoKernel { .. }) => assert!(e.to_string().contains("give the release"), "{e}"),
         other => panic!("expected NoKernel, got {other:?}"),
     }
-    let snap = synthesize(assembled.path(), Some("6.1.0-56-amd64"), &["ext4".to_owned()]).unwrap();
+    // Any release will do; the one the test bed's dump booted is at hand.
+    let release = &testbed.kernel.release;
+    let snap = synthesize(assembled.path(), Some(release), &["ext4".to_owned()]).unwrap();
     assert_eq!(snap.uts.nodename, testbed.guest_hostname);
     assert_eq!(snap.uts.machine, "x86_64");
     assert_eq!(snap.uts.version, "unknown");
@@ -113,7 +115,7 @@ fn single_root_guest_tree_and_forced_root() {
     assert!(
         snap.warnings
             .iter()
-            .any(|w| w.contains("no /boot/config-6.1.0-56-amd64")),
+            .any(|w| w.contains(&format!("no /boot/config-{release}"))),
         "{:?}",
         snap.warnings
     );
@@ -142,7 +144,6 @@ fn ext4_image(dir: &Path, uuid: &str, out: &Path) {
 
 const ROOT_UUID: &str = "5d0c35a5-70d4-4a4e-9a55-1f1f3c0a00a1";
 const VAR_UUID: &str = "5d0c35a5-70d4-4a4e-9a55-1f1f3c0a00a2";
-const RELEASE: &str = "6.1.0-56-amd64";
 
 /// Two disks: a root filesystem whose `/var` is a symlink aiming out of the tree and whose
 /// fstab is full of things to skip, and a `/var` filesystem. The root holds the real Debian
@@ -177,18 +178,14 @@ fn hostile_guest(work: &Path, escape: &Path, with_kernel: bool) -> (PathBuf, Pat
     let testbed_sh = dormouse_tests::cache_dir().join("guest/root/bin/dash");
     std::fs::copy(&testbed_sh, root.join("bin/sh")).unwrap();
     if with_kernel {
-        let kernel = fixtures.join("kernel-6.1.0-56-amd64");
-        // An older kernel's leftover modules directory, newer by name order alone.
-        std::fs::create_dir_all(root.join("lib/modules/5.10.0-30-amd64")).unwrap();
-        std::fs::create_dir_all(root.join(format!("lib/modules/{RELEASE}"))).unwrap();
-        for f in ["vmlinuz", "config"] {
-            std::fs::copy(
-                kernel.join(format!("{f}-{RELEASE}")),
-                root.join(format!("boot/{f}-{RELEASE}")),
-            )
-            .unwrap();
-        }
-        std::os::unix::fs::symlink(format!("boot/vmlinuz-{RELEASE}"), root.join("vmlinuz")).unwrap();
+        let kernel = FixtureKernel::read(&fixtures);
+        let release = &kernel.release;
+        // A leftover modules directory whose name sorts after the kernel's: the /vmlinuz link wins.
+        std::fs::create_dir_all(root.join(format!("lib/modules/{release}-leftover"))).unwrap();
+        std::fs::create_dir_all(root.join(format!("lib/modules/{release}"))).unwrap();
+        std::fs::copy(kernel.vmlinuz(), root.join(format!("boot/vmlinuz-{release}"))).unwrap();
+        std::fs::copy(kernel.config(), root.join(format!("boot/config-{release}"))).unwrap();
+        std::os::unix::fs::symlink(format!("boot/vmlinuz-{release}"), root.join("vmlinuz")).unwrap();
     }
     let var = work.join("var");
     std::fs::create_dir_all(var.join("lib/dpkg")).unwrap();
@@ -294,7 +291,8 @@ fn stopped_guest_snapshot_matches_the_real_kernel() {
     // hostname, which is this guest's.
     let uname = &ground["uname"];
     assert_eq!(
-        snap.uts.release, RELEASE,
+        snap.uts.release,
+        FixtureKernel::read(&fixtures).release,
         "the /vmlinuz link wins over the older modules dir"
     );
     assert_eq!(snap.uts.version, uname["version"].as_str().unwrap());

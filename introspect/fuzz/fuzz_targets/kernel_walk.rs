@@ -226,7 +226,7 @@ fuzz_target!(|data: &[u8]| {
     let release = if variant & 0x10 != 0 {
         "5.10.0"
     } else {
-        "6.1.0-56-amd64"
+        "6.1.0-fuzz"
     };
     let results = (
         view.uts(),

@@ -106,3 +106,11 @@ pub fn testbed_memdump(test: &str) -> Option<PathBuf> {
     );
     Some(dir)
 }
+
+/// The kernel the test bed's dump booted, as `scripts/make-fixtures` recorded it. Only called
+/// after [`testbed_memdump`] found the test bed.
+pub fn testbed_kernel(test: &str) -> dormouse_tests::TestbedKernel {
+    dormouse_tests::testbed(test)
+        .expect("the test bed was found a moment ago")
+        .kernel
+}
