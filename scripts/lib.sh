@@ -102,3 +102,78 @@ stop_repo_at_exit() {
     trap '"$DORMOUSE_ROOT/scripts/repo-serve" stop >/dev/null 2>&1 || true' EXIT
   fi
 }
+
+# Runs a command chrooted into $1 with /proc, /sys and /dev/pts mounted in a private mount
+# namespace, so nothing stays mounted if the command fails or is interrupted.
+in_chroot() {
+  local root=$1
+  shift
+  unshare --mount --propagation private -- sh -ec '
+    root=$1; shift
+    mount -t proc proc "$root/proc"
+    mount -t sysfs sys "$root/sys"
+    mount -t devpts -o newinstance devpts "$root/dev/pts"
+    exec chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+  ' in_chroot "$root" "$@"
+}
+
+# new_apt_repo DIR: an empty signed mirror in DIR (www/, its pools, gnupg/ with a fresh key;
+# the public key is www/dormouse-testbed.gpg).
+new_apt_repo() {
+  mkdir -p "$1/gnupg" "$1/www/debian/pool/main" "$1/www/debian-security/pool/main"
+  chmod 700 "$1/gnupg"
+  gpg --homedir "$1/gnupg" --batch --passphrase '' \
+    --quick-gen-key 'dormouse test bed archive <testbed@dormouse.invalid>' ed25519 sign never 2>/dev/null
+  gpg --homedir "$1/gnupg" --batch --export >"$1/www/dormouse-testbed.gpg"
+}
+
+# publish_apt_repo DIR SUITE STATE: indices of DIR/www (made by new_apt_repo) as two signed
+# suites laid out like Debian's mirrors, debian (SUITE) and debian-security (SUITE-security).
+# STATE "stale" leaves SUITE-security empty: the state a guest's apt lists are taken from, so
+# that an `apt-get update` in the guest is a real refresh that discovers the update.
+publish_apt_repo() {
+  local repo=$1 SUITE=$2 state=$3 www=$1/www
+  rm -rf "$www/debian/dists" "$www/debian-security/dists"
+  local archive suite label pool
+  for archive in debian debian-security; do
+    if [ "$archive" = debian ]; then suite=$SUITE label=Debian; else suite=$SUITE-security label=Debian-Security; fi
+    local dist=$www/$archive/dists/$suite
+    mkdir -p "$dist/main/binary-amd64"
+    pool=pool/main
+    if [ "$archive" = debian-security ] && [ "$state" = stale ]; then
+      : >"$dist/main/binary-amd64/Packages"
+    else
+      (cd "$www/$archive" && apt-ftparchive packages "$pool") >"$dist/main/binary-amd64/Packages"
+    fi
+    xz -k -9 "$dist/main/binary-amd64/Packages"
+    gzip -k -9 -n "$dist/main/binary-amd64/Packages"
+    apt-ftparchive \
+      -o APT::FTPArchive::Release::Origin="$label" \
+      -o APT::FTPArchive::Release::Label="$label" \
+      -o APT::FTPArchive::Release::Suite="$suite" \
+      -o APT::FTPArchive::Release::Codename="$suite" \
+      -o APT::FTPArchive::Release::Architectures=amd64 \
+      -o APT::FTPArchive::Release::Components=main \
+      -o APT::FTPArchive::Release::Description="dormouse test bed ($state)" \
+      release "$dist" >"$dist/Release.tmp"
+    mv "$dist/Release.tmp" "$dist/Release"
+    gpg --homedir "$repo/gnupg" --batch --yes --clearsign -o "$dist/InRelease" "$dist/Release"
+    gpg --homedir "$repo/gnupg" --batch --yes --detach-sign --armor -o "$dist/Release.gpg" "$dist/Release"
+  done
+}
+
+# What a later step was built from: the earlier step's recipe and when it was built, so that a
+# rebuilt guest (a new archive day) rebuilds everything made from it.
+built() { echo "$(cat "$DORMOUSE_CACHE/$1/DONE")@$(cat "$DORMOUSE_CACHE/$1/BUILT" 2>/dev/null)"; }
+
+# done_with STEP DONE_FILE RECIPE: true when the step's output was built from RECIPE; otherwise
+# says in one line why the step is built (again).
+done_with() {
+  [ -f "$2" ] && [ "$(cat "$2")" = "$3" ] && return 0
+  if [ -f "$2" ]; then
+    say "$1: rebuilding: built from '$(cat "$2")', the recipe is now '$3'"
+  else
+    say "$1: building (nothing built yet in $(dirname "$2"))"
+  fi
+  return 1
+}
