@@ -204,7 +204,12 @@ struct EmulateArgs {
 #[derive(Args)]
 struct ImageArgs {
     /// Memory image: `xl save` file, `xl dump-core` file or ELF core (format detected by content).
-    image: PathBuf,
+    #[arg(required_unless_present = "domain")]
+    image: Option<PathBuf>,
+    /// A live Xen domain instead of an image, by domain id: pause it first (`xl pause`), since
+    /// a running guest changes under the reader. Needs dormouse built with feature `xen`, in dom0.
+    #[arg(long, value_name = "DOMID", conflicts_with = "image")]
+    domain: Option<u32>,
     /// The guest's disk (PATH or PATH:PARTITION), read-only: profile files are taken from its
     /// /boot/System.map-<release> and /boot/vmlinuz-<release> when they are real.
     #[arg(long, value_name = "DISK[:PART]")]
@@ -388,16 +393,53 @@ fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
 }
 
 /// The snapshot, and the domain configuration the image embeds (`xl save`).
+impl ImageArgs {
+    /// What is read, for messages: the image's path or `domain N`.
+    fn source(&self) -> String {
+        match (&self.image, self.domain) {
+            (Some(path), _) => path.display().to_string(),
+            (None, Some(domid)) => format!("domain {domid}"),
+            (None, None) => "no image".into(),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn introspect::PhysMemory>> {
+        match (&self.image, self.domain) {
+            (Some(path), _) => Ok(introspect::open_memory(path)?),
+            (None, Some(domid)) => open_domain(domid),
+            (None, None) => bail!("name a memory image, or a live domain with --domain DOMID"),
+        }
+    }
+
+    /// The save image itself, for commands that need the file (restore).
+    fn image_file(&self) -> Result<&PathBuf> {
+        self.image
+            .as_ref()
+            .context("this command needs the save image's path, not --domain")
+    }
+}
+
+#[cfg(feature = "xen")]
+fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
+    introspect::open_live_domain(domid).with_context(|| {
+        format!("attaching to domain {domid} (is this dom0, as root, and is the domain paused? `xl list`)")
+    })
+}
+
+#[cfg(not(feature = "xen"))]
+fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
+    bail!(
+        "--domain {domid}: this dormouse was built without live-domain support; build it with \
+         `cargo build --release --features xen` (needs Debian's libxen-dev) and run it in dom0"
+    )
+}
+
 fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Option<introspect::DomainConfig>)> {
-    let mem = introspect::open_memory(&args.image)?;
+    let mem = args.open()?;
     let mut files = ProfileFiles::default();
     if let Some(disk) = &args.disk {
-        let release = introspect::linux::kernel_release(mem.as_ref()).with_context(|| {
-            format!(
-                "{}: no kernel release in memory to pick /boot files by",
-                args.image.display()
-            )
-        })?;
+        let release = introspect::linux::kernel_release(mem.as_ref())
+            .with_context(|| format!("{}: no kernel release in memory to pick /boot files by", args.source()))?;
         profile_from_disk(disk, &release, &mut files)?;
     }
     if let Some(path) = &args.system_map {
@@ -675,7 +717,8 @@ fn emulate(args: EmulateArgs) -> Result<i32> {
     let snapshot = match &args.image {
         Some(image) => {
             let (snapshot, config) = snapshot_and_config(&ImageArgs {
-                image: image.clone(),
+                image: Some(image.clone()),
+                domain: None,
                 disk: args.disks.first().cloned(),
                 system_map: args.system_map.clone(),
                 kernel: args.kernel.clone(),
@@ -1093,7 +1136,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
         None => applier::restore::agent_address(&snapshot).with_context(|| {
             format!(
                 "{}: the guest's interfaces have no usable address; pass --agent ADDR",
-                args.image.image.display()
+                args.image.source()
             )
         })?,
     };
@@ -1107,7 +1150,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
         None => Box::new(applier::toolstack::XlToolstack),
     };
     let options = RestoreOptions {
-        image: args.image.image.clone(),
+        image: args.image.image_file()?.clone(),
         bundle: args.bundle.clone(),
         image_identity: applier::bundle::write::guest_identity(&snapshot),
         agent,
