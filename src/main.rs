@@ -1105,6 +1105,10 @@ struct RestoreArgs {
     /// The bundle made from IMAGE by `emulate --out` (its signature B.minisig beside it).
     #[arg(long, value_name = "B")]
     bundle: PathBuf,
+    /// The signer's public key, the one the guests trust (/etc/dormouse/trusted.pub there):
+    /// the signature and every member are checked before the domain is created.
+    #[arg(long, value_name = "PUB")]
+    key: PathBuf,
     /// The guest's address for the agent channel (default: the first address of the guest's
     /// interfaces in the snapshot, IPv4 first).
     #[arg(long, value_name = "ADDR")]
@@ -1152,6 +1156,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
     let options = RestoreOptions {
         image: args.image.image_file()?.clone(),
         bundle: args.bundle.clone(),
+        key: applier::bundle::sign::PublicKey::read(&args.key)?,
         image_identity: applier::bundle::write::guest_identity(&snapshot),
         agent,
         dom0,

@@ -21,6 +21,7 @@ use serde::Serialize;
 use crate::bundle::BundleError;
 use crate::bundle::manifest::GuestIdentity;
 use crate::bundle::read::Bundle;
+use crate::bundle::sign::{PublicKey, read_signature, signature_path};
 use crate::isolate::{self, Allow};
 use crate::toolstack::{Toolstack, ToolstackError};
 use crate::transport::{self, Message};
@@ -34,6 +35,9 @@ const AGENT_JOURNAL: &str = "/var/lib/dormouse";
 pub struct RestoreOptions {
     pub image: PathBuf,
     pub bundle: PathBuf,
+    /// The signer's key, the one the guests trust: the bundle's signature and every member
+    /// are checked with it before the domain is created.
+    pub key: PublicKey,
     /// The guest the image holds (from its snapshot: [`crate::bundle::write::guest_identity`]).
     pub image_identity: GuestIdentity,
     /// The agent's address in the guest.
@@ -133,7 +137,9 @@ impl std::fmt::Display for Stranded {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("{bundle}: {source}")]
+    #[error(
+        "{bundle}: {source}; nothing was restored (check the bundle with `dormouse bundle verify {bundle} --key PUB`, and make it again if it was altered)"
+    )]
     Bundle {
         bundle: String,
         #[source]
@@ -228,10 +234,20 @@ pub fn restore(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<Outcome, RestoreError> {
     let started = Instant::now();
-    let bundle = Bundle::open(&options.bundle).map_err(|source| RestoreError::Bundle {
+    // Everything dom0 can check is checked before the domain exists: a bad bundle leaves the
+    // save image untouched and no domain behind.
+    let bundle_error = |source| RestoreError::Bundle {
         bundle: options.bundle.display().to_string(),
         source,
-    })?;
+    };
+    let sig_path = signature_path(&options.bundle);
+    let signature = read_signature(&sig_path).map_err(bundle_error)?;
+    options
+        .key
+        .verify_file(&options.bundle, &signature, &sig_path)
+        .map_err(bundle_error)?;
+    let bundle = Bundle::open(&options.bundle).map_err(bundle_error)?;
+    bundle.verify_payload().map_err(bundle_error)?;
     let manifest = bundle.manifest();
     let mismatches = identity_mismatches(&manifest.guest, &options.image_identity);
     if !mismatches.is_empty() {

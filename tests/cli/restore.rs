@@ -14,6 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use applier::bundle::sign::signature_path;
 use dormouse_tests::{Testbed, copy_guest_root, start_repo, testbed};
 use serde_json::Value;
 
@@ -134,6 +135,8 @@ struct RestoreLab {
     guest: String,
     dir: PathBuf,
     toolstack: PathBuf,
+    /// The signer's public key, as dom0 has it.
+    key: PathBuf,
     _agent: AgentProcess,
 }
 
@@ -206,6 +209,7 @@ esac
             guest,
             dir: dir.to_owned(),
             toolstack,
+            key: key.to_owned(),
             _agent: AgentProcess(dir.join("agent.pid")),
         }
     }
@@ -220,11 +224,17 @@ esac
     }
 
     fn restore_image(&self, image_args: &[&str], image: &Path, bundle: &Path) -> Output {
+        self.restore_signed_by(image_args, image, bundle, &self.key)
+    }
+
+    fn restore_signed_by(&self, image_args: &[&str], image: &Path, bundle: &Path, key: &Path) -> Output {
         let mut args = vec!["restore", image.to_str().unwrap()];
         args.extend(image_args);
         args.extend([
             "--bundle",
             bundle.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
             "--agent",
             "10.77.0.7",
             "--timeout",
@@ -386,6 +396,39 @@ fn restore_with_a_failing_postinst_leaves_the_guest_isolated_and_says_how_to_rel
             assert!(stderr.contains(needle), "{needle:?} missing:\n{stderr}");
         }
         assert!(!lab.dir.join("toolstack.log").exists(), "the toolstack was used");
+    }
+
+    // A bundle altered after signing, and one checked against another signer's key: refused
+    // before the domain exists, saying what to do.
+    let disk = ["--disk", tb.disks.guest.path.to_str().unwrap()];
+    let dump = tb.memdump.dir.join("dump.elf");
+    let tampered = w.join("tampered.dmb");
+    let mut bytes = fs::read(&bundle).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    fs::write(&tampered, &bytes).unwrap();
+    fs::copy(signature_path(&bundle), signature_path(&tampered)).unwrap();
+    let other = w.join("other");
+    let out = Command::new(dormouse_bin())
+        .args(["keygen", "--out"])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen: {}", text(&out));
+    for (what, bundle, key) in [
+        ("a tampered bundle", &tampered, key.clone()),
+        ("another signer's key", &bundle, other.with_extension("pub")),
+    ] {
+        let out = lab.restore_signed_by(&disk, &dump, bundle, &key);
+        assert!(!out.status.success(), "{what}: restored: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        for needle in ["nothing was restored", "dormouse bundle verify"] {
+            assert!(stderr.contains(needle), "{what}: {needle:?} missing:\n{stderr}");
+        }
+        assert!(
+            !lab.dir.join("toolstack.log").exists(),
+            "{what}: the toolstack was used"
+        );
     }
 
     let (out, outcome) = lab.restore(&tb, &bundle);
