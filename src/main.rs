@@ -203,13 +203,10 @@ struct EmulateArgs {
 
 #[derive(Args)]
 struct ImageArgs {
-    /// Memory image: `xl save` file, `xl dump-core` file or ELF core (format detected by content).
-    #[arg(required_unless_present = "domain")]
-    image: Option<PathBuf>,
-    /// A live Xen domain instead of an image, by domain id: pause it first (`xl pause`), since
-    /// a running guest changes under the reader. Needs dormouse built with feature `xen`, in dom0.
-    #[arg(long, value_name = "DOMID", conflicts_with = "image")]
-    domain: Option<u32>,
+    /// Memory image: `xl save` file, `xl dump-core` file or ELF core (format detected by
+    /// content), or `domain:DOMID` for a live Xen domain: pause it first (`xl pause`), since a
+    /// running guest changes under the reader (needs the `xen` feature, in dom0).
+    image: PathBuf,
     /// The guest's disk (PATH or PATH:PARTITION), read-only: profile files are taken from its
     /// /boot/System.map-<release> and /boot/vmlinuz-<release> when they are real.
     #[arg(long, value_name = "DISK[:PART]")]
@@ -394,28 +391,33 @@ fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
 
 /// The snapshot, and the domain configuration the image embeds (`xl save`).
 impl ImageArgs {
+    /// The live domain IMAGE names (`domain:DOMID`), unless a file of that name exists.
+    fn domain(&self) -> Option<u32> {
+        let domid = self.image.to_str()?.strip_prefix("domain:")?.parse().ok()?;
+        (!self.image.exists()).then_some(domid)
+    }
+
     /// What is read, for messages: the image's path or `domain N`.
     fn source(&self) -> String {
-        match (&self.image, self.domain) {
-            (Some(path), _) => path.display().to_string(),
-            (None, Some(domid)) => format!("domain {domid}"),
-            (None, None) => "no image".into(),
+        match self.domain() {
+            Some(domid) => format!("domain {domid}"),
+            None => self.image.display().to_string(),
         }
     }
 
     fn open(&self) -> Result<Box<dyn introspect::PhysMemory>> {
-        match (&self.image, self.domain) {
-            (Some(path), _) => Ok(introspect::open_memory(path)?),
-            (None, Some(domid)) => open_domain(domid),
-            (None, None) => bail!("name a memory image, or a live domain with --domain DOMID"),
+        match self.domain() {
+            Some(domid) => open_domain(domid),
+            None => Ok(introspect::open_memory(&self.image)?),
         }
     }
 
     /// The save image itself, for commands that need the file (restore).
     fn image_file(&self) -> Result<&PathBuf> {
-        self.image
-            .as_ref()
-            .context("this command needs the save image's path, not --domain")
+        match self.domain() {
+            Some(domid) => bail!("domain {domid}: this command needs the save image's path, not a live domain"),
+            None => Ok(&self.image),
+        }
     }
 }
 
@@ -429,7 +431,7 @@ fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
 #[cfg(not(feature = "xen"))]
 fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
     bail!(
-        "--domain {domid}: this dormouse was built without live-domain support; build it with \
+        "domain:{domid}: this dormouse was built without live-domain support; build it with \
          `cargo build --release --features xen` (needs Debian's libxen-dev) and run it in dom0"
     )
 }
@@ -717,8 +719,7 @@ fn emulate(args: EmulateArgs) -> Result<i32> {
     let snapshot = match &args.image {
         Some(image) => {
             let (snapshot, config) = snapshot_and_config(&ImageArgs {
-                image: Some(image.clone()),
-                domain: None,
+                image: image.clone(),
                 disk: args.disks.first().cloned(),
                 system_map: args.system_map.clone(),
                 kernel: args.kernel.clone(),
