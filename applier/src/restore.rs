@@ -120,10 +120,16 @@ impl std::fmt::Display for Stranded {
             "  in the guest (xl console {}): dormouse-agent status; journal {AGENT_JOURNAL}/{id}/journal.json, script logs {AGENT_JOURNAL}/{id}/scripts/",
             self.domid
         )?;
-        writeln!(
-            f,
-            "  in the guest, to undo a partial apply: dormouse-agent rollback {id}"
-        )?;
+        match self.report.as_ref().and_then(|r| r["rollback"]["result"].as_str()) {
+            Some(result @ ("rolled-back" | "already-rolled-back")) => writeln!(
+                f,
+                "  the agent undid the partial apply ({result}); in the guest, `dormouse-agent status` shows it"
+            )?,
+            _ => writeln!(
+                f,
+                "  in the guest, to undo a partial apply: dormouse-agent rollback {id}"
+            )?,
+        }
         writeln!(f, "  dormouse release --domain {}", self.domid)?;
         if let Some(key) = &self.pending_key {
             writeln!(

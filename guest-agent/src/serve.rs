@@ -21,7 +21,7 @@ use applier::transport::{self, MAX_SIGNATURE, Message, TransportError};
 
 use crate::apply::{ApplyOptions, apply};
 use crate::journal::check_id;
-use crate::rollback::status;
+use crate::rollback::{rollback, status};
 
 /// Where received bundles wait, outside the journals' `/var/lib/dormouse`.
 pub const DEFAULT_SPOOL: &str = "/var/spool/dormouse-agent";
@@ -284,9 +284,25 @@ fn apply_reporting(bundle: &Path, options: &ServeOptions, tx: &mut Sender, start
             bundle.display()
         );
     };
-    tx.send(&Message::Report {
-        report: serde_json::to_value(&report)?,
-    });
+    let mut value = serde_json::to_value(&report)?;
+    // Served from dom0, a failed apply is undone at once: the guest goes back to the state its
+    // services ran with before the restore (nobody is at its console to decide), and dom0 keeps
+    // it isolated. The journal stays, with the rollback recorded.
+    if report.result == "failed" {
+        tx.send(&Message::Progress {
+            stage: "rolling-back".into(),
+            detail: id.clone(),
+            seconds: started.elapsed().as_secs_f64(),
+        });
+        let rollback = match rollback(&root, &id) {
+            Ok(done) => serde_json::to_value(&done)?,
+            Err(e) => serde_json::json!({ "bundle_id": id, "result": "rollback-failed", "error": format!("{e:#}") }),
+        };
+        if let Some(object) = value.as_object_mut() {
+            object.insert("rollback".into(), rollback);
+        }
+    }
+    tx.send(&Message::Report { report: value });
     if report.result == "applied" || report.result == "already-applied" {
         let _ = fs::remove_file(signature_path(bundle));
         let _ = fs::remove_file(bundle);

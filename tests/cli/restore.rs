@@ -453,7 +453,7 @@ fn restore_with_a_failing_postinst_leaves_the_guest_isolated_and_says_how_to_rel
         "domain 7 stays isolated".to_owned(),
         "dormouse isolate --list".to_owned(),
         "dormouse release --domain 7".to_owned(),
-        format!("dormouse-agent rollback {id}"),
+        "the agent undid the partial apply (rolled-back)".to_owned(),
         format!("/var/lib/dormouse/{id}/journal.json"),
         format!("xenstore-rm /dormouse/pending/{GUEST_UUID}"),
     ] {
@@ -462,6 +462,22 @@ fn restore_with_a_failing_postinst_leaves_the_guest_isolated_and_says_how_to_rel
     assert!(
         root.join(format!("var/lib/dormouse/{id}/journal.json")).is_file(),
         "no journal in the guest"
+    );
+    // Rolled back in the guest: the marker package is not installed, its files are gone.
+    assert_eq!(outcome["report"]["rollback"]["result"], "rolled-back", "{outcome:#}");
+    let status = Command::new("chroot")
+        .arg(&root)
+        .args(["dpkg-query", "-W", "-f", "${Status}", "dormouse-marker"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&status.stdout).contains("installed"),
+        "the failed package is still installed after the rollback: {}",
+        text(&status)
+    );
+    assert!(
+        !root.join("usr/share/dormouse-marker/payload").exists(),
+        "the failed package's files are still there after the rollback"
     );
 
     let isolated = lab.lab.isolated(&lab.dom0);
