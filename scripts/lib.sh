@@ -43,7 +43,7 @@ HOST_PACKAGES=(
   e2fsprogs fdisk util-linux mount
   gcc pkg-config libxen-dev libclang-dev fuse3
   gpgv rpm createrepo-c strace minisign
-  nftables iproute2 iputils-ping
+  nftables iproute2 iputils-ping xfsprogs
 )
 
 missing_host_packages() {

@@ -104,3 +104,80 @@ fn split_guest_image_with_separate_var_partition() {
     let status = read_in_root(&root, mount.target(), "lib/dpkg/status", 64 << 20).unwrap();
     assert!(String::from_utf8_lossy(&status).contains("Package: apt\n"));
 }
+
+/// A guest filesystem saved with committed journal transactions not yet in their home blocks
+/// (what `xl save` of a busy guest leaves on its disk: here, a copy of a mounted image taken
+/// right after a journal commit) reads as the guest left it, and the image is untouched: the
+/// journal is replayed into a snapshot, never into the disk.
+#[test]
+fn a_dirty_journal_is_replayed_into_a_copy_on_write_view_never_into_the_disk() {
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let image = work.path().join("saved.img");
+    let run = |script: &str| {
+        let out = std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-ec", script, "sh"])
+            .arg(&image)
+            .arg(work.path())
+            .output()
+            .expect("running unshare");
+        assert!(
+            out.status.success(),
+            "{script}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(r#"
+        truncate -s 64M "$2/live.img"
+        mkfs.ext4 -q -F -L dirty "$2/live.img"
+        mkdir "$2/mnt"
+        mount -o loop "$2/live.img" "$2/mnt"
+        mkdir -p "$2/mnt/etc" "$2/mnt/var/lib/apt/lists"
+        echo 'ID=debian' > "$2/mnt/etc/os-release"
+        : > "$2/mnt/etc/fstab"
+        echo 'fresh list' > "$2/mnt/var/lib/apt/lists/Packages.new"
+        sync
+        # As apt renames fresh lists into place: metadata only, committed to the journal by
+        # an fsync of the directory; the home blocks follow only at writeback, seconds later.
+        mv "$2/mnt/var/lib/apt/lists/Packages.new" "$2/mnt/var/lib/apt/lists/Packages"
+        xfs_io -c fsync "$2/mnt/var/lib/apt/lists"
+        cp --sparse=always "$2/live.img" "$1"
+        umount "$2/mnt"
+    "#);
+    let listing = run(r#"debugfs -R 'ls /var/lib/apt/lists' "$1" 2>/dev/null"#);
+    assert!(
+        listing.contains("Packages.new"),
+        "the rename already reached its home blocks, so this test proves nothing:\n{listing}"
+    );
+    let header = run(r#"dumpe2fs -h "$1" 2>/dev/null"#);
+    assert!(
+        header
+            .lines()
+            .any(|l| l.starts_with("Filesystem features:") && l.contains("needs_recovery")),
+        "the image does not need recovery, so this test proves nothing:\n{header}"
+    );
+    let before = sha256_file(&image);
+
+    let disk = GuestDisk::open(&image).unwrap();
+    let scratch = tempfile::tempdir_in(work.path()).unwrap();
+    {
+        let mount = disk.mount(0, scratch.path()).unwrap();
+        let root = mount.open_root().unwrap();
+        let list = read_in_root(&root, mount.target(), "var/lib/apt/lists/Packages", 4096)
+            .expect("the journal's last transaction, replayed");
+        assert_eq!(list, b"fresh list\n");
+    }
+    assert_eq!(sha256_file(&image), before, "the image was written");
+    let header = run(r#"dumpe2fs -h "$1" 2>/dev/null"#);
+    assert!(
+        header.contains("needs_recovery"),
+        "the image's journal was replayed in place:\n{header}"
+    );
+    let left: Vec<_> = std::fs::read_dir(work.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("dormouse-"))
+        .collect();
+    assert!(left.is_empty(), "the replay's layer or export left behind: {left:?}");
+}

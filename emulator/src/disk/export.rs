@@ -47,12 +47,77 @@ pub struct QemuExport {
     child: Child,
     file: PathBuf,
     log: PathBuf,
+    /// The copy-on-write layer of a writable view ([`QemuExport::start_overlay`]).
+    overlay: Option<PathBuf>,
+}
+
+/// What the daemon serves.
+enum Graph<'a> {
+    /// The image as `format`, read-only.
+    Image(ImageFormat),
+    /// `size` bytes at `offset` of a raw image, read-only, under a writable qcow2 layer.
+    Overlay { offset: u64, size: u64, overlay: &'a Path },
 }
 
 impl QemuExport {
     /// Exports `image`, read as `format`, on a new file in `dir`, and waits until the export
     /// serves reads.
     pub fn start(image: &Path, format: ImageFormat, dir: &Path) -> Result<Self, ExportError> {
+        Self::start_graph(image, Graph::Image(format), dir)
+    }
+
+    /// A *writable* raw view of `size` bytes at `offset` of the raw `image`: writes go to a
+    /// qcow2 layer in `dir` (removed with the export), and `image` is only ever read.
+    pub fn start_overlay(image: &Path, offset: u64, size: u64, dir: &Path) -> Result<Self, ExportError> {
+        let overlay = dir.join(format!(
+            "dormouse-overlay-{}-{}.qcow2",
+            std::process::id(),
+            NEXT_EXPORT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let created = Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&overlay)
+            .arg(size.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| ExportError::Spawn {
+                image: image.to_owned(),
+                source,
+            })?;
+        if !created.status.success() {
+            let _ = std::fs::remove_file(&overlay);
+            return Err(ExportError::Failed {
+                image: image.to_owned(),
+                format: ImageFormat::Raw,
+                log: format!(
+                    "qemu-img create {}: {}",
+                    overlay.display(),
+                    String::from_utf8_lossy(&created.stderr).trim()
+                ),
+            });
+        }
+        let graph = Graph::Overlay {
+            offset,
+            size,
+            overlay: &overlay,
+        };
+        match Self::start_graph(image, graph, dir) {
+            Ok(mut export) => {
+                export.overlay = Some(overlay);
+                Ok(export)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&overlay);
+                Err(e)
+            }
+        }
+    }
+
+    fn start_graph(image: &Path, graph: Graph<'_>, dir: &Path) -> Result<Self, ExportError> {
+        let format = match graph {
+            Graph::Image(format) => format,
+            Graph::Overlay { .. } => ImageFormat::Raw,
+        };
         let name = format!(
             "dormouse-export-{}-{}",
             std::process::id(),
@@ -79,7 +144,7 @@ impl QemuExport {
                 return Err(e);
             }
         };
-        let child = spawn(image, format, &file, log_file).map_err(|source| {
+        let child = spawn(image, &graph, &file, log_file).map_err(|source| {
             let _ = std::fs::remove_file(&file);
             let _ = std::fs::remove_file(&log);
             ExportError::Spawn {
@@ -88,7 +153,12 @@ impl QemuExport {
             }
         })?;
         // From here on, Drop cleans up whatever happens.
-        let mut export = Self { child, file, log };
+        let mut export = Self {
+            child,
+            file,
+            log,
+            overlay: None,
+        };
         export.wait_ready(image, format)?;
         Ok(export)
     }
@@ -140,7 +210,7 @@ impl QemuExport {
     }
 }
 
-fn spawn(image: &Path, format: ImageFormat, export: &Path, log: File) -> std::io::Result<Child> {
+fn spawn(image: &Path, graph: &Graph<'_>, export: &Path, log: File) -> std::io::Result<Child> {
     let image = std::fs::canonicalize(image)?;
     // Image files use the `file` protocol; qcow2 on an LVM volume needs `host_device`.
     let protocol = if std::fs::metadata(&image)?.file_type().is_block_device() {
@@ -156,15 +226,16 @@ fn spawn(image: &Path, format: ImageFormat, export: &Path, log: File) -> std::io
             "driver={protocol},node-name=proto,filename={},read-only=on",
             qemu_escape(&image)
         ))
-        .arg("--blockdev")
-        .arg(format!(
-            "driver={},node-name=image,file=proto,read-only=on",
-            format.qemu_driver()
-        ))
+        .args(graph_args(graph))
         .arg("--export")
         .arg(format!(
-            "type=fuse,id=export,node-name=image,mountpoint={},writable=off,allow-other=off",
-            qemu_escape(export)
+            "type=fuse,id=export,node-name=image,mountpoint={},writable={},allow-other=off",
+            qemu_escape(export),
+            if matches!(graph, Graph::Overlay { .. }) {
+                "on"
+            } else {
+                "off"
+            }
         ))
         .stdin(Stdio::null())
         .stdout(log)
@@ -192,6 +263,27 @@ fn spawn(image: &Path, format: ImageFormat, export: &Path, log: File) -> std::io
     command.spawn()
 }
 
+/// The block nodes above `proto` (the image, opened read-only), ending in node `image`.
+fn graph_args(graph: &Graph<'_>) -> Vec<String> {
+    match graph {
+        Graph::Image(format) => vec![
+            "--blockdev".into(),
+            format!(
+                "driver={},node-name=image,file=proto,read-only=on",
+                format.qemu_driver()
+            ),
+        ],
+        Graph::Overlay { offset, size, overlay } => vec![
+            "--blockdev".into(),
+            format!("driver=raw,node-name=base,file=proto,offset={offset},size={size},read-only=on"),
+            "--blockdev".into(),
+            format!("driver=file,node-name=layer,filename={}", qemu_escape(overlay)),
+            "--blockdev".into(),
+            "driver=qcow2,node-name=image,file=layer,backing=base".into(),
+        ],
+    }
+}
+
 /// qemu's option syntax separates with commas; a literal comma is written twice.
 fn qemu_escape(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")
@@ -216,5 +308,8 @@ impl Drop for QemuExport {
         let _ = nix::mount::umount2(&self.file, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_file(&self.file);
         let _ = std::fs::remove_file(&self.log);
+        if let Some(overlay) = &self.overlay {
+            let _ = std::fs::remove_file(overlay);
+        }
     }
 }

@@ -80,6 +80,15 @@ impl LoopDevice {
             path: image.to_owned(),
             source,
         })?;
+        Self::attach(&backing, image, offset, size, LO_FLAGS_READ_ONLY)
+    }
+
+    /// Attaches the whole of `scratch` (a file dormouse made, never a guest's) read-write.
+    pub fn attach_scratch(scratch: &File, name: &Path) -> Result<Self, LoopError> {
+        Self::attach(scratch, name, 0, 0, 0)
+    }
+
+    fn attach(backing: &File, image: &Path, offset: u64, size: u64, flags: u32) -> Result<Self, LoopError> {
         let control_path = Path::new("/dev/loop-control");
         let control = OpenOptions::new()
             .read(true)
@@ -99,7 +108,7 @@ impl LoopDevice {
             lo_number: 0,
             lo_encrypt_type: 0,
             lo_encrypt_key_size: 0,
-            lo_flags: LO_FLAGS_READ_ONLY | LO_FLAGS_AUTOCLEAR,
+            lo_flags: flags | LO_FLAGS_AUTOCLEAR,
             lo_file_name: [0; LO_NAME_SIZE],
             lo_crypt_name: [0; LO_NAME_SIZE],
             lo_encrypt_key: [0; 32],
@@ -126,10 +135,16 @@ impl LoopDevice {
                 },
             )?;
             let path = PathBuf::from(format!("/dev/loop{number}"));
-            let device = File::open(&path).map_err(|source| LoopError::Open {
-                path: path.clone(),
-                source,
-            })?;
+            // The kernel makes the device read-only unless it was opened for writing.
+            let writable = flags & LO_FLAGS_READ_ONLY == 0;
+            let device = OpenOptions::new()
+                .read(true)
+                .write(writable)
+                .open(&path)
+                .map_err(|source| LoopError::Open {
+                    path: path.clone(),
+                    source,
+                })?;
             // SAFETY: `config` is a fully initialised `struct loop_config` that outlives the call;
             // the kernel only reads it.
             match Errno::result(unsafe { libc::ioctl(device.as_raw_fd(), LOOP_CONFIGURE as _, &config) }) {

@@ -6,6 +6,7 @@ mod format;
 mod loopdev;
 mod partition;
 mod probe;
+mod replay;
 mod xl_config;
 
 use std::fs::File;
@@ -264,9 +265,9 @@ fn disk_size(file: &File) -> std::io::Result<u64> {
     Ok(size)
 }
 
-/// The options that keep a filesystem driver from writing to a device mounted read-only:
-/// a suspended guest's journal is dirty, and replaying it would both write the disk and
-/// produce a state the guest's page cache does not match.
+/// The options that keep a filesystem driver from writing to a device mounted read-only: a
+/// suspended guest's journal is dirty, and replaying it would write the disk. ext3/ext4 are
+/// replayed into a snapshot instead ([`replay`]); these options are their fallback.
 fn mount_data(fstype: &str) -> Option<&'static str> {
     match fstype {
         "ext3" | "ext4" => Some("noload"),
@@ -284,8 +285,30 @@ pub struct ReadOnlyMount {
     target: PathBuf,
     // Dropped after the unmount in `Drop`, so the device detaches, and then the export the
     // device reads from.
-    _device: LoopDevice,
+    _device: MountedDevice,
     _export: Option<Arc<QemuExport>>,
+}
+
+/// What a filesystem is mounted from: the read-only loop device, or a snapshot of it that its
+/// journal was replayed into.
+#[derive(Debug)]
+enum MountedDevice {
+    Loop(LoopDevice),
+    Replayed(replay::ReplayDevice),
+}
+
+impl MountedDevice {
+    fn path(&self) -> &Path {
+        match self {
+            MountedDevice::Loop(device) => device.path(),
+            MountedDevice::Replayed(device) => device.path(),
+        }
+    }
+}
+
+/// Filesystems whose journal is replayed into a snapshot before they are read.
+fn replays_journal(fstype: &str) -> bool {
+    matches!(fstype, "ext3" | "ext4")
 }
 
 impl ReadOnlyMount {
@@ -298,7 +321,29 @@ impl ReadOnlyMount {
                     source,
                 }
             })?;
-        let data = mount_data(&fs.fstype).unwrap_or("");
+        let mut data = mount_data(&fs.fstype).unwrap_or("");
+        let scratch = target.parent().unwrap_or(Path::new("/var/tmp"));
+        let device = if replays_journal(&fs.fstype) {
+            match replay::ReplayDevice::new(disk.raw_path(), partition.start, partition.size, scratch) {
+                Ok(view) => {
+                    // The view is writable: the kernel replays the journal into its layer.
+                    drop(device);
+                    data = "";
+                    MountedDevice::Replayed(view)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "partition {} of {}: its journal cannot be replayed into a copy-on-write view \
+                         ({e}); reading it without the journal's last transactions (noload)",
+                        partition.number,
+                        disk.path.display()
+                    );
+                    MountedDevice::Loop(device)
+                }
+            }
+        } else {
+            MountedDevice::Loop(device)
+        };
         nix::mount::mount(
             Some(device.path()),
             target,
