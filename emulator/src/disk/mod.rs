@@ -332,9 +332,12 @@ impl ReadOnlyMount {
                     MountedDevice::Replayed(view)
                 }
                 Err(e) => {
-                    tracing::warn!(
-                        "partition {} of {}: its journal cannot be replayed into a copy-on-write view \
-                         ({e}); reading it without the journal's last transactions (noload)",
+                    // Seen by the operator whatever the log level: the emulation then starts
+                    // from an older state than the guest's.
+                    eprintln!(
+                        "dormouse: warning: partition {} of {}: its journal cannot be replayed into a \
+                         copy-on-write view ({e}); reading it without the journal's last transactions \
+                         (noload), which may show files older than the guest's",
                         partition.number,
                         disk.path.display()
                     );
