@@ -72,16 +72,21 @@ fn sh(script: &str, args: &[&Path]) -> Output {
         .expect("running unshare")
 }
 
+/// `dormouse keygen --out BASE`: BASE.key and BASE.pub.
+fn keygen(base: &Path) {
+    let out = Command::new(dormouse_bin())
+        .args(["keygen", "--out"])
+        .arg(base)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "keygen: {}", text(&out));
+}
+
 /// `dormouse emulate --out` on the test bed's image: the signed bundle.
 fn make_bundle(tb: &Testbed, work: &Path, name: &str, extra: &[&str], command: &str) -> PathBuf {
     let key = work.join("key");
     if !key.with_extension("key").exists() {
-        let out = Command::new(dormouse_bin())
-            .args(["keygen", "--out"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "keygen: {}", text(&out));
+        keygen(&key);
     }
     let bundle = work.join(format!("{name}.dmb"));
     let out = Command::new(dormouse_bin())
@@ -409,12 +414,7 @@ fn restore_with_a_failing_postinst_leaves_the_guest_isolated_and_says_how_to_rel
     fs::write(&tampered, &bytes).unwrap();
     fs::copy(signature_path(&bundle), signature_path(&tampered)).unwrap();
     let other = w.join("other");
-    let out = Command::new(dormouse_bin())
-        .args(["keygen", "--out"])
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "keygen: {}", text(&out));
+    keygen(&other);
     for (what, bundle, key) in [
         ("a tampered bundle", &tampered, key.clone()),
         ("another signer's key", &bundle, other.with_extension("pub")),

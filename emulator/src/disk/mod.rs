@@ -313,24 +313,19 @@ fn replays_journal(fstype: &str) -> bool {
 
 impl ReadOnlyMount {
     fn new(disk: &GuestDisk, partition: &Partition, fs: &Filesystem, target: &Path) -> Result<Self> {
-        let device =
+        let read_only = || {
             LoopDevice::attach_read_only(disk.raw_path(), partition.start, partition.size).map_err(|source| {
                 DiskError::Loop {
                     path: disk.path.clone(),
                     number: partition.number,
                     source,
                 }
-            })?;
-        let mut data = mount_data(&fs.fstype).unwrap_or("");
+            })
+        };
         let scratch = target.parent().unwrap_or(Path::new("/var/tmp"));
-        let device = if replays_journal(&fs.fstype) {
+        let replayed = if replays_journal(&fs.fstype) {
             match replay::ReplayDevice::new(disk.raw_path(), partition.start, partition.size, scratch) {
-                Ok(view) => {
-                    // The view is writable: the kernel replays the journal into its layer.
-                    drop(device);
-                    data = "";
-                    MountedDevice::Replayed(view)
-                }
+                Ok(view) => Some(view),
                 Err(e) => {
                     // Seen by the operator whatever the log level: the emulation then starts
                     // from an older state than the guest's.
@@ -341,11 +336,16 @@ impl ReadOnlyMount {
                         partition.number,
                         disk.path.display()
                     );
-                    MountedDevice::Loop(device)
+                    None
                 }
             }
         } else {
-            MountedDevice::Loop(device)
+            None
+        };
+        // The replayed view is writable: the kernel replays the journal into its layer.
+        let (device, data) = match replayed {
+            Some(view) => (MountedDevice::Replayed(view), ""),
+            None => (MountedDevice::Loop(read_only()?), mount_data(&fs.fstype).unwrap_or("")),
         };
         nix::mount::mount(
             Some(device.path()),
