@@ -95,6 +95,14 @@ enum Command {
     /// only the agent channel), deliver BUNDLE to its `dormouse-agent serve`, and lift the
     /// isolation once the agent reports it applied; on failure the domain stays isolated.
     Restore(RestoreArgs),
+    /// Mark a saved domain pending without restoring it: after the same checks as `restore`,
+    /// write the hook's key, so whatever restores it next (`xl restore`, xendomains) brings its
+    /// vifs up isolated by `vif-dormouse`; then `dormouse deliver` applies and releases.
+    Pend(PendArgs),
+    /// Deliver BUNDLE to a restored domain's agent and lift the isolation once it reports the
+    /// bundle applied: after a plain `xl restore` of a pending domain, or to finish a `restore`
+    /// that was interrupted (the agent resumes, or reports it already applied).
+    Deliver(DeliverArgs),
     /// The guest's utsname, like `uname`.
     Uname {
         #[command(flatten)]
@@ -370,6 +378,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Isolate(args) => isolate(args),
         Command::Release(args) => release(args),
         Command::Restore(args) => restore(args),
+        Command::Pend(args) => pend(args),
+        Command::Deliver(args) => deliver(args),
         Command::Uname { image, all } => {
             let u = snapshot(&image)?.uts;
             if all {
@@ -1099,72 +1109,137 @@ fn release(args: ReleaseArgs) -> Result<()> {
 
 // ---- dormouse restore --------------------------------------------------------------------
 
+/// The bundle and the agent channel, as `restore`, `pend` and `deliver` take them.
 #[derive(Args)]
-struct RestoreArgs {
-    #[command(flatten)]
-    image: ImageArgs,
+struct ChannelArgs {
     /// The bundle made from IMAGE by `emulate --out` (its signature B.minisig beside it).
     #[arg(long, value_name = "B")]
     bundle: PathBuf,
     /// The signer's public key, the one the guests trust (/etc/dormouse/trusted.pub there):
-    /// the signature and every member are checked before the domain is created.
+    /// the signature and every member are checked before the domain is touched.
     #[arg(long, value_name = "PUB")]
     key: PathBuf,
-    /// The guest's address for the agent channel (default: the first address of the guest's
-    /// interfaces in the snapshot, IPv4 first).
-    #[arg(long, value_name = "ADDR")]
-    agent: Option<std::net::IpAddr>,
     /// dom0's address on the guest's network (default: the one routing picks towards the agent).
     #[arg(long, value_name = "ADDR")]
     dom0_addr: Option<std::net::IpAddr>,
     /// The agent channel's port: the agent listens on it, dom0 connects from it.
     #[arg(long, value_name = "N", default_value_t = applier::transport::DEFAULT_PORT)]
     port: u16,
-    /// Seconds from unpausing the domain until the agent's final report.
-    #[arg(long, value_name = "S", default_value_t = 900)]
-    timeout: u64,
     /// A program implementing the toolstack operations (see applier::toolstack::CommandToolstack)
     /// instead of `xl` and the xenstore tools.
     #[arg(long, value_name = "PROGRAM", env = "DORMOUSE_TOOLSTACK")]
     toolstack: Option<PathBuf>,
+}
+
+impl ChannelArgs {
+    fn toolstack(&self) -> Box<dyn applier::toolstack::Toolstack> {
+        match &self.toolstack {
+            Some(program) => Box::new(applier::toolstack::CommandToolstack {
+                program: program.clone(),
+            }),
+            None => Box::new(applier::toolstack::XlToolstack),
+        }
+    }
+
+    fn delivery(&self, agent: std::net::IpAddr, timeout: u64) -> Result<applier::restore::DeliveryOptions> {
+        let dom0 = match self.dom0_addr {
+            Some(addr) => addr,
+            None => applier::restore::dom0_address_towards(agent)
+                .with_context(|| format!("finding dom0's address towards {agent}; pass --dom0-addr ADDR"))?,
+        };
+        Ok(applier::restore::DeliveryOptions {
+            bundle: self.bundle.clone(),
+            key: applier::bundle::sign::PublicKey::read(&self.key)?,
+            key_path: self.key.clone(),
+            agent,
+            dom0,
+            port: self.port,
+            timeout: std::time::Duration::from_secs(timeout),
+        })
+    }
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    #[command(flatten)]
+    channel: ChannelArgs,
+    /// The guest's address for the agent channel (default: the first address of the guest's
+    /// interfaces in the snapshot, IPv4 first).
+    #[arg(long, value_name = "ADDR")]
+    agent: Option<std::net::IpAddr>,
+    /// Seconds from unpausing the domain until the agent's final report.
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    timeout: u64,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
 }
 
-fn restore(args: RestoreArgs) -> Result<()> {
-    use applier::restore::{Progress, RestoreError, RestoreOptions};
-    use applier::transport::Message;
-    let (snapshot, _) = snapshot_and_config(&args.image)?;
-    let agent = match args.agent {
-        Some(addr) => addr,
-        None => applier::restore::agent_address(&snapshot).with_context(|| {
+#[derive(Args)]
+struct PendArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    #[command(flatten)]
+    channel: ChannelArgs,
+    /// The guest's address for the agent channel (default: as `restore`), for the `deliver`
+    /// command printed at the end.
+    #[arg(long, value_name = "ADDR")]
+    agent: Option<std::net::IpAddr>,
+}
+
+#[derive(Args)]
+struct DeliverArgs {
+    /// The restored domain (`xl list` ID).
+    #[arg(long, value_name = "DOMID")]
+    domain: u32,
+    #[command(flatten)]
+    channel: ChannelArgs,
+    /// The guest's address for the agent channel.
+    #[arg(long, value_name = "ADDR")]
+    agent: std::net::IpAddr,
+    /// Seconds until the agent's final report.
+    #[arg(long, value_name = "S", default_value_t = 900)]
+    timeout: u64,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The agent's address: given, or the guest's first in the snapshot.
+fn agent_of(given: Option<std::net::IpAddr>, snapshot: &GuestSnapshot, image: &ImageArgs) -> Result<std::net::IpAddr> {
+    match given {
+        Some(addr) => Ok(addr),
+        None => applier::restore::agent_address(snapshot).with_context(|| {
             format!(
                 "{}: the guest's interfaces have no usable address; pass --agent ADDR",
-                args.image.source()
+                image.source()
             )
-        })?,
-    };
-    let dom0 = match args.dom0_addr {
-        Some(addr) => addr,
-        None => applier::restore::dom0_address_towards(agent)
-            .with_context(|| format!("finding dom0's address towards {agent}; pass --dom0-addr ADDR"))?,
-    };
-    let toolstack: Box<dyn applier::toolstack::Toolstack> = match args.toolstack {
-        Some(program) => Box::new(applier::toolstack::CommandToolstack { program }),
-        None => Box::new(applier::toolstack::XlToolstack),
-    };
-    let options = RestoreOptions {
-        image: args.image.image_file()?.clone(),
-        bundle: args.bundle.clone(),
-        key: applier::bundle::sign::PublicKey::read(&args.key)?,
+        }),
+    }
+}
+
+fn restore_options(
+    image: &ImageArgs,
+    channel: &ChannelArgs,
+    agent: Option<std::net::IpAddr>,
+    timeout: u64,
+) -> Result<applier::restore::RestoreOptions> {
+    let (snapshot, _) = snapshot_and_config(image)?;
+    let agent = agent_of(agent, &snapshot, image)?;
+    Ok(applier::restore::RestoreOptions {
+        image: image.image_file()?.clone(),
         image_identity: applier::bundle::write::guest_identity(&snapshot),
-        agent,
-        dom0,
-        port: args.port,
-        timeout: std::time::Duration::from_secs(args.timeout),
-    };
-    let mut progress = |p: Progress| match p {
+        delivery: channel.delivery(agent, timeout)?,
+    })
+}
+
+/// How `restore` and `deliver` report what happens, on stderr.
+fn print_progress(agent: std::net::IpAddr) -> impl FnMut(applier::restore::Progress) {
+    use applier::restore::Progress;
+    use applier::transport::Message;
+    move |p: Progress| match p {
         Progress::PendingKey { path } => eprintln!("dormouse: marked pending: {path}"),
         Progress::Restored { domid, seconds } => {
             eprintln!("dormouse: restored paused as domain {domid} ({seconds:.2} s)")
@@ -1179,13 +1254,21 @@ fn restore(args: RestoreArgs) -> Result<()> {
         }
         Progress::Agent(_) => {}
         Progress::Released { vifs } => eprintln!("dormouse: released {}", vifs.join(" ")),
-    };
-    match applier::restore::restore(toolstack.as_ref(), &options, &mut progress) {
+    }
+}
+
+/// Prints a delivery's outcome; a stranded domain is an error after its JSON.
+fn report_delivery(
+    result: Result<applier::restore::Outcome, applier::restore::RestoreError>,
+    json: bool,
+) -> Result<()> {
+    use applier::restore::RestoreError;
+    match result {
         Ok(outcome) => {
             for warning in &outcome.warnings {
                 eprintln!("dormouse: warning: {warning}");
             }
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&outcome)?);
             } else {
                 println!(
@@ -1201,7 +1284,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
             Ok(())
         }
         Err(RestoreError::Stranded(stranded)) => {
-            if args.json {
+            if json {
                 let json = serde_json::json!({
                     "domid": stranded.domid,
                     "vifs": stranded.vifs,
@@ -1210,6 +1293,7 @@ fn restore(args: RestoreArgs) -> Result<()> {
                     "bundle_id": stranded.bundle_id,
                     "error": stranded.failure,
                     "report": stranded.report,
+                    "deliver_again": stranded.deliver_again,
                 });
                 println!("{}", serde_json::to_string_pretty(&json)?);
             }
@@ -1217,4 +1301,41 @@ fn restore(args: RestoreArgs) -> Result<()> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+fn restore(args: RestoreArgs) -> Result<()> {
+    let options = restore_options(&args.image, &args.channel, args.agent, args.timeout)?;
+    let toolstack = args.channel.toolstack();
+    let mut progress = print_progress(options.delivery.agent);
+    report_delivery(
+        applier::restore::restore(toolstack.as_ref(), &options, &mut progress),
+        args.json,
+    )
+}
+
+fn pend(args: PendArgs) -> Result<()> {
+    // The timeout only matters to `deliver`, which takes its own.
+    let options = restore_options(&args.image, &args.channel, args.agent, 0)?;
+    let key = applier::restore::pend(args.channel.toolstack().as_ref(), &options)?;
+    let d = &options.delivery;
+    println!("{key} written: the next restore of this domain brings its vifs up isolated (the vif-dormouse hook)");
+    println!(
+        "once it runs: dormouse deliver --domain DOMID --bundle {} --key {} --agent {} --dom0-addr {} --port {}",
+        d.bundle.display(),
+        args.channel.key.display(),
+        d.agent,
+        d.dom0,
+        d.port
+    );
+    Ok(())
+}
+
+fn deliver(args: DeliverArgs) -> Result<()> {
+    let options = args.channel.delivery(args.agent, args.timeout)?;
+    let toolstack = args.channel.toolstack();
+    let mut progress = print_progress(options.agent);
+    report_delivery(
+        applier::restore::deliver(toolstack.as_ref(), args.domain, &options, &mut progress),
+        args.json,
+    )
 }

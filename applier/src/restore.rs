@@ -1,15 +1,20 @@
-//! `dormouse restore`: bring a suspended domain back with its network isolated, deliver the
-//! bundle made offline to its agent, and open the network only once the agent reports the
-//! bundle applied.
+//! `dormouse restore`, `pend` and `deliver`: bring a suspended domain back with its network
+//! isolated, deliver the bundle made offline to its agent, and open the network only once the
+//! agent reports the bundle applied.
 //!
-//! Order, each step through the [`Toolstack`]: the bundle's guest identity is checked against
-//! the image's; `/dormouse/pending/<uuid>` is written (so the `vif-dormouse` hook isolates any
-//! vif of the domain that comes up, ours or another tool's); the domain is restored paused;
-//! its vifs are isolated, passing only the agent channel (dom0 ADDR:PORT, see
-//! [`crate::transport`]); it is unpaused; the bundle is delivered and the agent's progress
-//! streamed; on success the isolation is released and the pending key removed. On any failure
-//! after the isolation the domain stays isolated and the error says how to inspect and release
-//! it.
+//! [`restore`], each step through the [`Toolstack`]: the bundle is verified and its guest
+//! identity checked against the image's; `/dormouse/pending/<uuid>` is written (so the
+//! `vif-dormouse` hook isolates any vif of the domain that comes up, ours or another tool's);
+//! the domain is restored paused; then [`deliver`]'s steps: its vifs are isolated, passing only
+//! the agent channel (dom0 ADDR:PORT, see [`crate::transport`]); it is unpaused; the bundle is
+//! delivered and the agent's progress streamed; on success the isolation is released and the
+//! pending key removed. On any failure after the isolation the domain stays isolated and the
+//! error says how to inspect, finish ([`deliver`] again) or release it.
+//!
+//! [`pend`] only verifies and writes the pending key: whoever restores the domain afterwards
+//! (a plain `xl restore`, xendomains at boot) brings it up isolated by the hook, and
+//! [`deliver`] finishes the job on the running domain. [`deliver`] is also the recovery after a
+//! `restore` that died half-way: the agent resumes, or reports the bundle already applied.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -31,22 +36,40 @@ pub const PENDING_ROOT: &str = "/dormouse/pending";
 /// Where the agent journals a bundle in the guest.
 const AGENT_JOURNAL: &str = "/var/lib/dormouse";
 
+/// What a delivery needs: the bundle, the key it must be signed with, and both ends of the
+/// agent channel.
 #[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    pub image: PathBuf,
+pub struct DeliveryOptions {
     pub bundle: PathBuf,
     /// The signer's key, the one the guests trust: the bundle's signature and every member
-    /// are checked with it before the domain is created.
+    /// are checked with it before the domain is touched.
     pub key: PublicKey,
-    /// The guest the image holds (from its snapshot: [`crate::bundle::write::guest_identity`]).
-    pub image_identity: GuestIdentity,
+    /// Where the key was read from, for the commands the errors suggest.
+    pub key_path: PathBuf,
     /// The agent's address in the guest.
     pub agent: IpAddr,
     /// dom0's end of the agent channel.
     pub dom0: IpAddr,
     pub port: u16,
-    /// From unpausing until the agent's final report.
+    /// From unpausing (or from the start, on a running domain) until the agent's final report.
     pub timeout: Duration,
+}
+
+impl DeliveryOptions {
+    fn allow(&self) -> Allow {
+        Allow {
+            addr: self.dom0,
+            port: Some(self.port),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub image: PathBuf,
+    /// The guest the image holds (from its snapshot: [`crate::bundle::write::guest_identity`]).
+    pub image_identity: GuestIdentity,
+    pub delivery: DeliveryOptions,
 }
 
 /// What happens, as it happens.
@@ -99,6 +122,9 @@ pub struct Stranded {
     pub failure: String,
     /// The agent's report, when it sent one.
     pub report: Option<serde_json::Value>,
+    /// The command that delivers the bundle again (the agent resumes an interrupted apply, or
+    /// reports it applied) and releases the domain when it succeeds.
+    pub deliver_again: String,
 }
 
 impl std::fmt::Display for Stranded {
@@ -119,6 +145,11 @@ impl std::fmt::Display for Stranded {
             f,
             "  in the guest (xl console {}): dormouse-agent status; journal {AGENT_JOURNAL}/{id}/journal.json, script logs {AGENT_JOURNAL}/{id}/scripts/",
             self.domid
+        )?;
+        writeln!(
+            f,
+            "  {}   # deliver again: the agent resumes or reports it applied, then the domain is released",
+            self.deliver_again
         )?;
         match self.report.as_ref().and_then(|r| r["rollback"]["result"].as_str()) {
             Some(result @ ("rolled-back" | "already-rolled-back")) => writeln!(
@@ -167,6 +198,12 @@ pub enum RestoreError {
         "{what}: {detail}; domain {domid} is restored but paused and NOT isolated: `xl destroy {domid}`, or isolate it (`dormouse isolate --domain {domid} --allow ...`) before `xl unpause {domid}`"
     )]
     Paused { domid: u32, what: String, detail: String },
+    #[error("{what}: {detail}; domain {domid} was left as it was (is it isolated? `dormouse isolate --list`)")]
+    Untouched { domid: u32, what: String, detail: String },
+    #[error(
+        "{image} does not name its domain's UUID, which the hook keys pending domains by; use `dormouse restore`, which reads it from the restored domain"
+    )]
+    NoUuid { image: String },
     #[error("{0}")]
     Stranded(Box<Stranded>),
 }
@@ -233,15 +270,9 @@ fn seconds_since(t: Instant) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Restores, delivers and releases; see the module documentation.
-pub fn restore(
-    toolstack: &dyn Toolstack,
-    options: &RestoreOptions,
-    progress: &mut dyn FnMut(Progress),
-) -> Result<Outcome, RestoreError> {
-    let started = Instant::now();
-    // Everything dom0 can check is checked before the domain exists: a bad bundle leaves the
-    // save image untouched and no domain behind.
+/// The bundle's id and the guest it was made for, once its signature and every member are
+/// checked.
+fn verified(options: &DeliveryOptions) -> Result<(String, GuestIdentity), RestoreError> {
     let bundle_error = |source| RestoreError::Bundle {
         bundle: options.bundle.display().to_string(),
         source,
@@ -255,21 +286,59 @@ pub fn restore(
     let bundle = Bundle::open(&options.bundle).map_err(bundle_error)?;
     bundle.verify_payload().map_err(bundle_error)?;
     let manifest = bundle.manifest();
-    let mismatches = identity_mismatches(&manifest.guest, &options.image_identity);
+    Ok((manifest.bundle_id.clone(), manifest.guest.clone()))
+}
+
+/// Verifies the bundle and that it was made from the image; returns the bundle id.
+fn verified_for_image(options: &RestoreOptions) -> Result<String, RestoreError> {
+    let (bundle_id, guest) = verified(&options.delivery)?;
+    let mismatches = identity_mismatches(&guest, &options.image_identity);
     if !mismatches.is_empty() {
         return Err(RestoreError::Identity {
-            bundle: options.bundle.display().to_string(),
+            bundle: options.delivery.bundle.display().to_string(),
             image: options.image.display().to_string(),
             mismatches,
         });
     }
-    let bundle_id = manifest.bundle_id.clone();
-    let allow = Allow {
-        addr: options.dom0,
-        port: Some(options.port),
-    };
-    let pending_value = allow.to_string();
-    let pending_key = |uuid: &str| format!("{PENDING_ROOT}/{uuid}");
+    Ok(bundle_id)
+}
+
+fn pending_key(uuid: &str) -> String {
+    format!("{PENDING_ROOT}/{uuid}")
+}
+
+/// Marks the image's domain pending: whatever restores it next brings it up with its vifs
+/// isolated by the hook (`scripts/vif-dormouse`). Returns the key written.
+pub fn pend(toolstack: &dyn Toolstack, options: &RestoreOptions) -> Result<String, RestoreError> {
+    verified_for_image(options)?;
+    let uuid = options
+        .image_identity
+        .domain_uuid
+        .as_ref()
+        .ok_or_else(|| RestoreError::NoUuid {
+            image: options.image.display().to_string(),
+        })?;
+    let key = pending_key(uuid);
+    toolstack
+        .xenstore_write(&key, &options.delivery.allow().to_string())
+        .map_err(|source| RestoreError::Before {
+            what: format!("writing {key}"),
+            source,
+        })?;
+    Ok(key)
+}
+
+/// Restores, delivers and releases; see the module documentation.
+pub fn restore(
+    toolstack: &dyn Toolstack,
+    options: &RestoreOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, RestoreError> {
+    let started = Instant::now();
+    // Everything dom0 can check is checked before the domain exists: a bad bundle leaves the
+    // save image untouched and no domain behind.
+    let bundle_id = verified_for_image(options)?;
+    let pending_value = options.delivery.allow().to_string();
 
     // Before the domain exists when the image names its UUID, so the hook sees it.
     let mut pending = None;
@@ -320,24 +389,129 @@ pub fn restore(
         progress(Progress::PendingKey { path: &key });
         pending = Some(key);
     }
+    let domain = Domain {
+        domid,
+        uuid: domain_uuid,
+        paused: true,
+        pending,
+        bundle_id,
+    };
+    let mut outcome = isolate_and_deliver(toolstack, domain, &options.delivery, progress)?;
+    outcome.timings.restore_s = restore_s;
+    outcome.timings.total_s = seconds_since(started);
+    Ok(outcome)
+}
 
+/// Delivers the bundle to running (or paused) domain `domid` and releases it once applied:
+/// for a domain a plain `xl restore` brought up isolated by the hook, or one a `restore` left
+/// isolated. Its vifs are (re)isolated first, so the domain never gets more than the channel.
+pub fn deliver(
+    toolstack: &dyn Toolstack,
+    domid: u32,
+    options: &DeliveryOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, RestoreError> {
+    let started = Instant::now();
+    let (bundle_id, guest) = verified(options)?;
+    let untouched = |what: &str, detail: String| RestoreError::Untouched {
+        domid,
+        what: what.to_owned(),
+        detail,
+    };
+    let uuid = toolstack
+        .domain_uuid(domid)
+        .map_err(|e| untouched("reading the domain's UUID", e.to_string()))?;
+    if let Some(made_for) = &guest.domain_uuid {
+        if *made_for != uuid {
+            return Err(untouched(
+                "checking the domain",
+                format!(
+                    "{} was made for domain UUID {made_for}, domain {domid} is {uuid}",
+                    options.bundle.display()
+                ),
+            ));
+        }
+    }
+    let paused = toolstack
+        .paused(domid)
+        .map_err(|e| untouched("reading the domain's state", e.to_string()))?;
+    let domain = Domain {
+        domid,
+        pending: Some(pending_key(&uuid)),
+        uuid,
+        paused,
+        bundle_id,
+    };
+    let mut outcome = isolate_and_deliver(toolstack, domain, options, progress)?;
+    outcome.timings.total_s = seconds_since(started);
+    Ok(outcome)
+}
+
+/// The domain [`isolate_and_deliver`] works on.
+struct Domain {
+    domid: u32,
+    uuid: String,
+    paused: bool,
+    /// The pending key to remove once released.
+    pending: Option<String>,
+    bundle_id: String,
+}
+
+/// Isolates the domain's vifs, unpauses it when paused, delivers, and releases on success.
+fn isolate_and_deliver(
+    toolstack: &dyn Toolstack,
+    domain: Domain,
+    options: &DeliveryOptions,
+    progress: &mut dyn FnMut(Progress),
+) -> Result<Outcome, RestoreError> {
+    let Domain {
+        domid,
+        uuid: domain_uuid,
+        paused,
+        pending,
+        bundle_id,
+    } = domain;
+    let before_isolation = |what: &str, detail: String| {
+        if paused {
+            RestoreError::Paused {
+                domid,
+                what: what.to_owned(),
+                detail,
+            }
+        } else {
+            RestoreError::Untouched {
+                domid,
+                what: what.to_owned(),
+                detail,
+            }
+        }
+    };
+    let allow = options.allow();
     let t = Instant::now();
     let vifs = toolstack
         .vifs(domid)
-        .map_err(|e| paused("listing the domain's vifs", e.to_string()))?;
+        .map_err(|e| before_isolation("listing the domain's vifs", e.to_string()))?;
     if vifs.is_empty() {
-        return Err(paused(
+        return Err(before_isolation(
             "the domain has no vif",
             "the agent is unreachable without a network interface".into(),
         ));
     }
-    isolate::isolate(&vifs, &[allow]).map_err(|e| paused("isolating the domain's vifs", e.to_string()))?;
+    isolate::isolate(&vifs, &[allow]).map_err(|e| before_isolation("isolating the domain's vifs", e.to_string()))?;
     let isolate_s = seconds_since(t);
     progress(Progress::Isolated {
         vifs: &vifs,
         allow: &allow,
     });
 
+    let deliver_again = format!(
+        "dormouse deliver --domain {domid} --bundle {} --key {} --agent {} --dom0-addr {} --port {}",
+        options.bundle.display(),
+        options.key_path.display(),
+        options.agent,
+        options.dom0,
+        options.port
+    );
     let stranded = |failure: String, report: Option<serde_json::Value>| {
         RestoreError::Stranded(Box::new(Stranded {
             domid,
@@ -346,13 +520,16 @@ pub fn restore(
             bundle_id: bundle_id.clone(),
             failure,
             report,
+            deliver_again: deliver_again.clone(),
         }))
     };
-    toolstack
-        .unpause(domid)
-        .map_err(|e| stranded(format!("unpausing domain {domid}: {e}"), None))?;
+    if paused {
+        toolstack
+            .unpause(domid)
+            .map_err(|e| stranded(format!("unpausing domain {domid}: {e}"), None))?;
+        progress(Progress::Unpaused);
+    }
     let unpaused = Instant::now();
-    progress(Progress::Unpaused);
     let deadline = unpaused + options.timeout;
 
     let local = SocketAddr::new(options.dom0, options.port);
@@ -397,13 +574,13 @@ pub fn restore(
         bundle_id,
         bundle_bytes: delivery.bundle_bytes,
         timings: Timings {
-            restore_s,
+            restore_s: 0.0,
             isolate_s,
             unpause_to_connected_s,
             send_s: delivery.send_seconds,
             apply_s: report["timings"]["total"].as_f64().unwrap_or_default(),
             unpause_to_released_s,
-            total_s: seconds_since(started),
+            total_s: 0.0,
         },
         report,
         warnings,

@@ -70,6 +70,9 @@ pub trait Toolstack {
 
     fn unpause(&self, domid: u32) -> Result<(), ToolstackError>;
 
+    /// Whether the domain is paused (`xl unpause` of a running domain is an error).
+    fn paused(&self, domid: u32) -> Result<bool, ToolstackError>;
+
     /// The domain's UUID, lowercase with dashes.
     fn domain_uuid(&self, domid: u32) -> Result<String, ToolstackError>;
 
@@ -130,7 +133,8 @@ fn check_uuid(command: &str, output: &str) -> Result<String, ToolstackError> {
 /// A toolstack implemented by an external program, for toolstacks dormouse does not drive
 /// itself (and the tests' network namespaces): `PROGRAM restore-paused IMAGE` prints the new
 /// domid; `PROGRAM unpause DOMID`; `PROGRAM vifs DOMID` prints one interface name a line;
-/// `PROGRAM domain-uuid DOMID` prints the UUID; `PROGRAM xenstore-write PATH VALUE`;
+/// `PROGRAM paused DOMID` prints `yes` or `no`; `PROGRAM domain-uuid DOMID` prints the UUID;
+/// `PROGRAM xenstore-write PATH VALUE`;
 /// `PROGRAM xenstore-rm PATH`. Exit status 0 is success.
 #[derive(Debug, Clone)]
 pub struct CommandToolstack {
@@ -163,6 +167,19 @@ impl Toolstack for CommandToolstack {
 
     fn unpause(&self, domid: u32) -> Result<(), ToolstackError> {
         run_tool(&self.program, &["unpause", &domid.to_string()]).map(drop)
+    }
+
+    fn paused(&self, domid: u32) -> Result<bool, ToolstackError> {
+        let out = run_tool(&self.program, &["paused", &domid.to_string()])?;
+        match out.as_str() {
+            "yes" => Ok(true),
+            "no" => Ok(false),
+            _ => Err(ToolstackError::Output {
+                command: format!("{} paused {domid}", self.program.display()),
+                output: out,
+                expected: "yes or no",
+            }),
+        }
     }
 
     fn domain_uuid(&self, domid: u32) -> Result<String, ToolstackError> {
@@ -227,6 +244,26 @@ impl Toolstack for XlToolstack {
 
     fn unpause(&self, domid: u32) -> Result<(), ToolstackError> {
         run_tool(Path::new("xl"), &["unpause", &domid.to_string()]).map(drop)
+    }
+
+    fn paused(&self, domid: u32) -> Result<bool, ToolstackError> {
+        // `xl list D`: a header, then `Name ID Mem VCPUs State Time`, State as `-b----`
+        // (running, blocked, paused, shutdown, crashed, dying).
+        let command = format!("xl list {domid}");
+        let out = run_tool(Path::new("xl"), &["list", &domid.to_string()])?;
+        let state = out
+            .lines()
+            .nth(1)
+            .and_then(|line| line.split_whitespace().nth_back(1))
+            .filter(|state| state.len() == 6);
+        match state {
+            Some(state) => Ok(state.as_bytes()[2] == b'p'),
+            None => Err(ToolstackError::Output {
+                command,
+                output: out,
+                expected: "a domain line with a six-letter state",
+            }),
+        }
     }
 
     fn domain_uuid(&self, domid: u32) -> Result<String, ToolstackError> {

@@ -849,4 +849,33 @@ fn vif_hook_isolates_pending_domains_before_the_stock_script_runs() {
         "{}",
         text(&out)
     );
+    // When xenstore cannot tell whether a domain is pending, its vif is isolated with nothing
+    // allowed and then brought up: domain 10's pending node is listed but cannot be read,
+    // domain 11 has no vm path at all.
+    let uuid10 = "5f0c6d3a-7a5e-4a53-9d0e-000000000010";
+    xs_write(&root, "/local/domain/10/vm", &format!("/vm/{uuid10}"));
+    std::fs::create_dir_all(root.join(format!("dormouse/pending/{uuid10}"))).unwrap();
+    for (vif, why) in [
+        ("vif10.0", format!("cannot read /dormouse/pending/{uuid10}")),
+        ("vif11.0", "cannot read /local/domain/11/vm".to_owned()),
+    ] {
+        let (out, logged) = hotplug("vif-dormouse", &xl_env(vif, "0"), &["online", "type_if=vif"]);
+        assert!(out.status.success(), "{vif}: {}", text(&out));
+        let isolated_then = logged.split("isolated=").nth(1).unwrap_or_default();
+        assert!(
+            isolated_then.split_whitespace().any(|name| name == vif),
+            "{vif} was not isolated when the stock script ran: {logged}"
+        );
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(&why),
+            "{vif}: {}",
+            text(&out)
+        );
+        let entry = lab
+            .isolated(&dom0)
+            .into_iter()
+            .find(|v| v["vif"] == vif)
+            .unwrap_or_else(|| panic!("{vif} is not isolated"));
+        assert_eq!(entry["allow"], serde_json::json!([]), "{vif}: {entry}");
+    }
 }
