@@ -1187,6 +1187,9 @@ struct PendArgs {
     /// command printed at the end.
     #[arg(long, value_name = "ADDR")]
     agent: Option<std::net::IpAddr>,
+    /// Print the key written and `deliver`'s arguments as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -1318,15 +1321,32 @@ fn pend(args: PendArgs) -> Result<()> {
     let options = restore_options(&args.image, &args.channel, args.agent, 0)?;
     let key = applier::restore::pend(args.channel.toolstack().as_ref(), &options)?;
     let d = &options.delivery;
-    println!("{key} written: the next restore of this domain brings its vifs up isolated (the vif-dormouse hook)");
-    println!(
-        "once it runs: dormouse deliver --domain DOMID --bundle {} --key {} --agent {} --dom0-addr {} --port {}",
-        d.bundle.display(),
-        args.channel.key.display(),
-        d.agent,
-        d.dom0,
-        d.port
-    );
+    let deliver_args = [
+        "--bundle".to_owned(),
+        d.bundle.display().to_string(),
+        "--key".to_owned(),
+        args.channel.key.display().to_string(),
+        "--agent".to_owned(),
+        d.agent.to_string(),
+        "--dom0-addr".to_owned(),
+        d.dom0.to_string(),
+        "--port".to_owned(),
+        d.port.to_string(),
+    ];
+    if args.json {
+        let json = serde_json::json!({
+            "pending_key": key,
+            "domain_uuid": options.image_identity.domain_uuid,
+            "deliver_args": deliver_args,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        println!("{key} written: the next restore of this domain brings its vifs up isolated (the vif-dormouse hook)");
+        println!(
+            "once it runs: dormouse deliver --domain DOMID {}",
+            deliver_args.join(" ")
+        );
+    }
     Ok(())
 }
 

@@ -188,12 +188,15 @@ restore-paused)
     ip -n {guest} link set eth0 up
     ip -n {guest} addr add 10.77.0.7/24 dev eth0
     ip link set vif7.0 master br0 up
+    touch "$dir/paused"
     echo 7 ;;
 unpause)
-    [ "$2" = 7 ]
+    [ "$2" = 7 ] && [ -f "$dir/paused" ]
+    rm "$dir/paused"
     ip netns exec {guest} unshare -m --propagation private "$dir/guest-boot" >"$dir/agent.log" 2>&1 </dev/null &
     echo $! > "$dir/agent.pid" ;;
 vifs) [ "$2" = 7 ]; echo vif7.0 ;;
+paused) [ "$2" = 7 ]; if [ -f "$dir/paused" ]; then echo yes; else echo no; fi ;;
 domain-uuid) [ "$2" = 7 ]; echo {GUEST_UUID} ;;
 xenstore-write) mkdir -p "$dir/xenstore$2"; printf %s "$3" > "$dir/xenstore$2/.value" ;;
 xenstore-rm) rm -rf "$dir/xenstore$2" ;;
@@ -251,6 +254,33 @@ esac
         self.lab.dormouse(&self.dom0, &args)
     }
 
+    /// `dormouse deliver` to domain 7: the output and the JSON on standard output.
+    fn deliver(&self, bundle: &Path) -> (Output, Value) {
+        let out = self.lab.dormouse(
+            &self.dom0,
+            &[
+                "deliver",
+                "--domain",
+                "7",
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--key",
+                self.key.to_str().unwrap(),
+                "--agent",
+                "10.77.0.7",
+                "--dom0-addr",
+                "10.77.0.1",
+                "--timeout",
+                "300",
+                "--toolstack",
+                self.toolstack.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}", text(&out)));
+        (out, json)
+    }
+
     fn toolstack_log(&self) -> Vec<String> {
         let log = fs::read_to_string(self.dir.join("toolstack.log")).unwrap();
         log.lines().map(|l| l.split(' ').next().unwrap().to_owned()).collect()
@@ -269,6 +299,25 @@ esac
                 .status
                 .success()
         })
+    }
+
+    /// The guest at `root` has the security update installed; it was isolated from before it
+    /// ran until the agent reported, and is open afterwards.
+    fn assert_updated_then_opened(&self, root: &Path, tb: &Testbed) {
+        let security = &tb.scenarios["security_update"];
+        let package = security["package"].as_str().unwrap();
+        let status = fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+        let (state, version) =
+            dpkg_status_of(&status, package).expect("the updated package in the guest's dpkg status");
+        assert_eq!(state, "install ok installed");
+        assert_eq!(version, security["candidate_version"].as_str().unwrap());
+        assert_eq!(
+            self.probe(),
+            "blocked",
+            "the guest reached dom0 outside the agent channel"
+        );
+        assert!(self.lab.isolated(&self.dom0).is_empty(), "still isolated after success");
+        assert!(self.guest_reaches_dom0(3), "the isolation was not lifted");
     }
 
     /// The boot-time probe's result, once it is in.
@@ -292,8 +341,6 @@ fn restore_delivers_the_bundle_and_opens_the_network_only_when_applied() {
     start_repo();
     let work = tempfile::tempdir_in("/var/tmp").unwrap();
     let w = work.path();
-    let security = &tb.scenarios["security_update"];
-    let package = security["package"].as_str().unwrap();
     let command = format!("{UPDATE} && apt-get -y upgrade");
     let bundle = make_bundle(&tb, w, "security", &[], &command);
     let key = w.join("key.pub");
@@ -315,19 +362,7 @@ fn restore_delivers_the_bundle_and_opens_the_network_only_when_applied() {
     assert_eq!(outcome["domain_uuid"], GUEST_UUID);
     assert_eq!(outcome["vifs"], serde_json::json!(["vif7.0"]));
 
-    let status = fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
-    let (state, version) = dpkg_status_of(&status, package).expect("the updated package in the guest's dpkg status");
-    assert_eq!(state, "install ok installed");
-    assert_eq!(version, security["candidate_version"].as_str().unwrap());
-
-    // Isolated from before the guest ran until the agent reported; open afterwards.
-    assert_eq!(
-        lab.probe(),
-        "blocked",
-        "the guest reached dom0 outside the agent channel"
-    );
-    assert!(lab.lab.isolated(&lab.dom0).is_empty(), "still isolated after success");
-    assert!(lab.guest_reaches_dom0(3), "the isolation was not lifted");
+    lab.assert_updated_then_opened(&root, &tb);
     assert_eq!(
         lab.toolstack_log(),
         [
@@ -487,4 +522,53 @@ fn restore_with_a_failing_postinst_leaves_the_guest_isolated_and_says_how_to_rel
     assert!(!lab.guest_reaches_dom0(1), "the guest left isolated reaches dom0");
     assert_eq!(lab.pending_key().as_deref(), Some("10.77.0.1:7878"));
     assert_eq!(lab.probe(), "blocked");
+}
+
+#[test]
+fn deliver_finishes_a_domain_restored_by_another_tool_and_a_second_delivery_finds_it_applied() {
+    let Some(tb) = testbed("deliver_finishes_a_domain_restored_by_another_tool_and_a_second_delivery_finds_it_applied")
+    else {
+        return;
+    };
+    start_repo();
+    let work = tempfile::tempdir_in("/var/tmp").unwrap();
+    let w = work.path();
+    let bundle = make_bundle(&tb, w, "security", &[], &format!("{UPDATE} && apt-get -y upgrade"));
+    let key = w.join("key.pub");
+    let root = w.join("guest");
+    copy_guest_root(&tb.disks.guest.path, &root);
+    let lab = RestoreLab::new("rd", &w.join("lab"), &root, &key);
+
+    // Another tool restores the domain paused (as `xl restore -p` or xendomains would).
+    let restored = lab
+        .lab
+        .sh(&lab.dom0, &format!("{} restore-paused image", lab.toolstack.display()));
+    assert_eq!(restored.trim(), "7");
+    let (out, outcome) = lab.deliver(&bundle);
+    assert!(out.status.success(), "deliver: {}", text(&out));
+    assert_eq!(outcome["report"]["result"], "applied", "{outcome:#}");
+    lab.assert_updated_then_opened(&root, &tb);
+    assert_eq!(
+        lab.toolstack_log(),
+        [
+            "restore-paused",
+            "domain-uuid",
+            "paused",
+            "vifs",
+            "unpause",
+            "xenstore-rm"
+        ]
+    );
+
+    // Delivering again to the running domain (the recovery after an interrupted restore):
+    // isolated meanwhile, not unpaused, and the agent reports the bundle already applied.
+    fs::remove_file(lab.dir.join("toolstack.log")).unwrap();
+    let (out, outcome) = lab.deliver(&bundle);
+    assert!(out.status.success(), "second deliver: {}", text(&out));
+    assert_eq!(outcome["report"]["result"], "already-applied", "{outcome:#}");
+    assert_eq!(lab.toolstack_log(), ["domain-uuid", "paused", "vifs", "xenstore-rm"]);
+    assert!(
+        lab.lab.isolated(&lab.dom0).is_empty(),
+        "still isolated after the second delivery"
+    );
 }
