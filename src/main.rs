@@ -486,10 +486,7 @@ fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbol
 /// Reads the guest's own /boot files for `release` from its disk, read-only. Debian installs a
 /// placeholder System.map (the real one is in the -dbg package): such a file is skipped.
 fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Result<()> {
-    let (path, partition) = match disk.rsplit_once(':') {
-        Some((p, n)) if n.parse::<u32>().is_ok() => (PathBuf::from(p), n.parse::<u32>().ok()),
-        _ => (PathBuf::from(disk), None),
-    };
+    let (path, partition) = emulator::disk::disk_and_partition(disk);
     let guest = GuestDisk::open(&path)?;
     let scratch = tempfile_dir()?;
     let number = match partition {
