@@ -243,6 +243,38 @@ fn apt_scenarios_on_the_split_image_as_a_stopped_vm() {
     run_scenarios(&tb, &tb.disks.guest_split, &["--release", &release], 2);
 }
 
+/// The guest's command starts as the guest would start it: no signal ignored, none blocked.
+/// dormouse's own ignored SIGPIPE (the Rust runtime's) used to reach it (SigIgn bit 13, 0x1000),
+/// so the package manager's pipelines saw EPIPE errors instead of ending as on the guest.
+#[test]
+fn the_command_starts_with_default_signal_actions() {
+    let Some(tb) = testbed("the_command_starts_with_default_signal_actions") else {
+        return;
+    };
+    let state = tempfile::tempdir().unwrap();
+    let (_, output) = emulate(
+        &[
+            "--disk",
+            tb.disks.guest.path.to_str().unwrap(),
+            "--release",
+            &tb.kernel.release,
+            "--net",
+            "none",
+            "--",
+            "grep",
+            "^Sig[IB]",
+            "/proc/self/status",
+        ],
+        state.path(),
+    );
+    // With --json the command's standard output goes to standard error.
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    for field in ["SigIgn", "SigBlk"] {
+        assert!(log.contains(&format!("{field}:\t0000000000000000\n")), "{field}: {log}");
+    }
+}
+
 /// A guest whose `apt-get` is [`tests/data/hostile.c`]: every escape attempt must be blocked,
 /// the run must end with the limits reported, and dom0 must be untouched.
 #[test]
