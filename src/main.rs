@@ -1,6 +1,7 @@
 //! `dormouse`: the dom0 command line. Argument parsing and wiring only; the work happens in
 //! the library crates.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -8,6 +9,9 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use emulator::disk::GuestDisk;
 use introspect::linux::{GuestSnapshot, ProfileFiles};
+use output::Stdout;
+
+mod output;
 
 #[derive(Parser)]
 #[command(
@@ -253,6 +257,8 @@ fn main() -> ExitCode {
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // Quietly and successfully, as ripgrep: the reader (`| head`) has all it wanted.
+        Err(e) if output::reader_gone(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dormouse: {}", error_chain(&e));
             ExitCode::FAILURE
@@ -277,24 +283,26 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Disk { path, json } => disk(&path, json),
-        Command::Keygen { out } => {
+        Command::Keygen { out: prefix } => {
             let key = applier::bundle::write::generate_key()?;
-            let (secret, public) = applier::bundle::write::write_key_pair(&key, &out)?;
-            println!(
+            let (secret, public) = applier::bundle::write::write_key_pair(&key, &prefix)?;
+            writeln!(
+                Stdout::lock(),
                 "secret key {} (keep it in dom0), public key {} (id {})",
                 secret.display(),
                 public.display(),
                 key.public().key_id_hex()
-            );
+            )?;
             Ok(())
         }
         Command::Bundle(BundleCommand::Show { bundle, json }) => {
             let bundle = applier::bundle::read::Bundle::open(&bundle)?;
             let summary = applier::bundle::summary::summarize(bundle.manifest());
+            let mut out = Stdout::lock();
             if json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
             } else {
-                println!("{summary}");
+                writeln!(out, "{summary}")?;
             }
             Ok(())
         }
@@ -304,43 +312,38 @@ fn run(cli: Cli) -> Result<()> {
             let signature = applier::bundle::sign::read_signature(&sig_path)?;
             let trusted = public.verify_file(&bundle, &signature, &sig_path)?;
             let stats = applier::bundle::read::Bundle::open(&bundle)?.verify_payload()?;
-            println!(
+            writeln!(
+                Stdout::lock(),
                 "{}: signature by key {} good ({trusted}); {} members, {} bytes match the manifest",
                 bundle.display(),
                 public.key_id_hex(),
                 stats.members,
                 stats.bytes
-            );
+            )?;
             Ok(())
         }
         Command::Inspect { image, json } => {
             let snapshot = snapshot(&image)?;
+            let mut out = Stdout::lock();
             if json {
-                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&snapshot)?)?;
             } else {
-                print_summary(&snapshot);
+                print_summary(&mut out, &snapshot)?;
             }
             Ok(())
         }
-        Command::Ps { image } => {
-            print_ps(&snapshot(&image)?);
-            Ok(())
-        }
+        Command::Ps { image } => Ok(print_ps(&mut Stdout::lock(), &snapshot(&image)?)?),
         Command::Proc { image, path } => {
             let tree = shadowfs::ProcTree::new(snapshot(&image)?);
+            let mut out = Stdout::lock();
             match tree.render(&path)? {
-                shadowfs::Rendered::File(bytes) => {
-                    use std::io::Write;
-                    std::io::stdout()
-                        .write_all(&bytes)
-                        .context("writing to standard output")?;
-                }
+                shadowfs::Rendered::File(bytes) => out.write_all(&bytes)?,
                 shadowfs::Rendered::Dir(entries) => {
                     for e in entries {
-                        println!("{}", e.name);
+                        writeln!(out, "{}", e.name)?;
                     }
                 }
-                shadowfs::Rendered::Symlink(target) => println!("{target}"),
+                shadowfs::Rendered::Symlink(target) => writeln!(out, "{target}")?,
             }
             Ok(())
         }
@@ -352,17 +355,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Emulate(_) => unreachable!("dispatched in main"),
         Command::Cleanup { state_dir, json } => {
             let report = emulator::run::cleanup(&state_dir);
+            let mut out = Stdout::lock();
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
             } else {
                 for id in &report.removed_runs {
-                    println!("removed run {id}");
+                    writeln!(out, "removed run {id}")?;
                 }
                 for cgroup in &report.removed_cgroups {
-                    println!("removed cgroup {}", cgroup.display());
+                    writeln!(out, "removed cgroup {}", cgroup.display())?;
                 }
                 for id in &report.active_runs {
-                    println!("left run {id}: its dormouse process is still running");
+                    writeln!(out, "left run {id}: its dormouse process is still running")?;
                 }
                 for problem in &report.problems {
                     eprintln!("dormouse: cleanup: {problem}");
@@ -382,13 +386,15 @@ fn run(cli: Cli) -> Result<()> {
         Command::Deliver(args) => deliver(args),
         Command::Uname { image, all } => {
             let u = snapshot(&image)?.uts;
+            let mut out = Stdout::lock();
             if all {
-                println!(
+                writeln!(
+                    out,
                     "{} {} {} {} {} GNU/Linux",
                     u.sysname, u.nodename, u.release, u.version, u.machine
-                );
+                )?;
             } else {
-                println!("{}", u.sysname);
+                writeln!(out, "{}", u.sysname)?;
             }
             Ok(())
         }
@@ -480,10 +486,7 @@ fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbol
 /// Reads the guest's own /boot files for `release` from its disk, read-only. Debian installs a
 /// placeholder System.map (the real one is in the -dbg package): such a file is skipped.
 fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Result<()> {
-    let (path, partition) = match disk.rsplit_once(':') {
-        Some((p, n)) if n.parse::<u32>().is_ok() => (PathBuf::from(p), n.parse::<u32>().ok()),
-        _ => (PathBuf::from(disk), None),
-    };
+    let (path, partition) = emulator::disk::disk_and_partition(disk);
     let guest = GuestDisk::open(&path)?;
     let scratch = tempfile_dir()?;
     let number = match partition {
@@ -531,76 +534,89 @@ fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Res
     Ok(())
 }
 
-fn print_summary(s: &GuestSnapshot) {
-    println!(
+fn print_summary(out: &mut impl Write, s: &GuestSnapshot) -> std::io::Result<()> {
+    writeln!(
+        out,
         "image:      {} ({}, {}, {} pages)",
         s.source.path, s.source.format, s.source.guest_kind, s.source.pages
-    );
+    )?;
     if let Some(d) = &s.domain {
-        println!(
+        writeln!(
+            out,
             "domain:     {} uuid={} type={} memory={} KiB vcpus={}",
             d.name.as_deref().unwrap_or("?"),
             d.uuid.as_deref().unwrap_or("?"),
             d.domain_type.as_deref().unwrap_or("?"),
             d.memory_kib.map_or("?".into(), |m| m.to_string()),
             d.vcpus.map_or("?".into(), |v| v.to_string())
-        );
+        )?;
     }
-    println!("kernel:     {} {}", s.kernel.release, s.kernel.version);
-    println!("cmdline:    {}", s.kernel.cmdline.as_deref().unwrap_or("?"));
-    println!(
+    writeln!(out, "kernel:     {} {}", s.kernel.release, s.kernel.version)?;
+    writeln!(out, "cmdline:    {}", s.kernel.cmdline.as_deref().unwrap_or("?"))?;
+    writeln!(
+        out,
         "kaslr:      virtual offset {:#x}, physical offset {}, page_offset_base {}, page tables at {:#x}",
         s.kernel.kaslr_offset,
         s.kernel.kaslr_phys_offset.map_or("?".into(), |o| format!("{o:#x}")),
         s.kernel.page_offset_base.map_or("?".into(), |b| format!("{b:#x}")),
         s.kernel.page_table_root
-    );
-    println!("symbols:    {}", s.kernel.profile.symbols);
-    println!("types:      {}", s.kernel.profile.types);
-    println!("hostname:   {}", s.uts.nodename);
-    println!("boot_id:    {}", s.boot_id.as_deref().unwrap_or("(never generated)"));
+    )?;
+    writeln!(out, "symbols:    {}", s.kernel.profile.symbols)?;
+    writeln!(out, "types:      {}", s.kernel.profile.types)?;
+    writeln!(out, "hostname:   {}", s.uts.nodename)?;
+    writeln!(
+        out,
+        "boot_id:    {}",
+        s.boot_id.as_deref().unwrap_or("(never generated)")
+    )?;
     let user = s.tasks.iter().filter(|t| !t.kernel_thread).count();
-    println!(
+    writeln!(
+        out,
         "tasks:      {} ({} user, {} kernel threads)",
         s.tasks.len(),
         user,
         s.tasks.len() - user
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "filesystems: {}",
         s.filesystems
             .iter()
             .map(|f| f.name.as_str())
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "modules:    {}",
         s.modules.iter().map(|m| m.name.as_str()).collect::<Vec<_>>().join(" ")
-    );
+    )?;
     for m in &s.mounts {
-        println!(
+        writeln!(
+            out,
             "mount:      {} on {} type {} ({})",
             m.device, m.mountpoint, m.fstype, m.options
-        );
+        )?;
     }
     for i in &s.interfaces {
-        println!(
+        writeln!(
+            out,
             "interface:  {} {} {} {}",
             i.name,
             i.mac.as_deref().unwrap_or("-"),
             i.ipv4.join(","),
             i.ipv6.join(",")
-        );
+        )?;
     }
-    println!("sysctls:    {} values", s.sysctl.len());
+    writeln!(out, "sysctls:    {} values", s.sysctl.len())?;
     for w in &s.warnings {
-        println!("warning:    {w}");
+        writeln!(out, "warning:    {w}")?;
     }
+    Ok(())
 }
 
-fn print_ps(s: &GuestSnapshot) {
-    println!("{:>7} {:>7} {:>6} {:>6} STAT COMMAND", "PID", "PPID", "UID", "GID");
+fn print_ps(out: &mut impl Write, s: &GuestSnapshot) -> std::io::Result<()> {
+    writeln!(out, "{:>7} {:>7} {:>6} {:>6} STAT COMMAND", "PID", "PPID", "UID", "GID")?;
     for t in &s.tasks {
         let command = match &t.cmdline {
             // Like procps: control characters in guest-written arguments print as '?'.
@@ -611,11 +627,13 @@ fn print_ps(s: &GuestSnapshot) {
                 .collect(),
             _ => format!("[{}]", t.comm),
         };
-        println!(
+        writeln!(
+            out,
             "{:>7} {:>7} {:>6} {:>6} {:<4} {command}",
             t.pid, t.ppid, t.uid, t.gid, t.state
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn disk(path: &std::path::Path, json: bool) -> Result<()> {
@@ -631,21 +649,23 @@ fn disk(path: &std::path::Path, json: bool) -> Result<()> {
         }
         None => None,
     };
+    let mut out = Stdout::lock();
     if json {
-        let out = serde_json::json!({
+        let json = serde_json::json!({
             "disk": disk,
             "root": root.as_ref().map(|(n, os)| serde_json::json!({"partition": n, "os_release": os})),
             "fstab": fstab,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{}: {} bytes, partition table: {:?}",
         disk.path.display(),
         disk.size,
         disk.table
-    );
+    )?;
     for v in &disk.volumes {
         let p = &v.partition;
         let fs = v.filesystem.as_ref().map_or("-".to_owned(), |fs| {
@@ -656,26 +676,31 @@ fn disk(path: &std::path::Path, json: bool) -> Result<()> {
                 fs.label.as_deref().unwrap_or("-")
             )
         });
-        println!(
+        writeln!(
+            out,
             "  {:>2}  start {:>12}  size {:>12}  type {:<38} {fs}",
             p.number, p.start, p.size, p.type_id
-        );
+        )?;
     }
     match (&root, &fstab) {
         (Some((number, os)), Some(fstab)) => {
-            println!(
+            writeln!(
+                out,
                 "root filesystem: partition {number} ({})",
                 os.pretty_name.as_deref().unwrap_or("unknown OS")
-            );
-            println!("its /etc/fstab:");
+            )?;
+            writeln!(out, "its /etc/fstab:")?;
             for line in fstab
                 .lines()
                 .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
             {
-                println!("  {line}");
+                writeln!(out, "  {line}")?;
             }
         }
-        _ => println!("no partition holds a root filesystem (one with /etc/fstab and /etc/os-release)"),
+        _ => writeln!(
+            out,
+            "no partition holds a root filesystem (one with /etc/fstab and /etc/os-release)"
+        )?,
     }
     Ok(())
 }
@@ -810,7 +835,8 @@ fn emulate(args: EmulateArgs) -> Result<i32> {
         );
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        // The reader leaving early changes nothing about the run: the status stays the command's.
+        output::reader_gone_is_ok(writeln!(Stdout::lock(), "{}", serde_json::to_string_pretty(&json)?))?;
     }
     if report.run.timed_out {
         eprintln!(
@@ -957,22 +983,23 @@ fn check(args: CheckArgs) -> Result<()> {
     };
     let db = args.db.unwrap_or_else(|| args.state_dir.join("check.sqlite"));
     let outcomes = checker::run_checks(&targets, source, Some(&db), args.since)?;
+    let mut out = Stdout::lock();
     if args.json {
         let value = if args.batch.is_some() {
             serde_json::to_value(&outcomes)?
         } else {
             serde_json::to_value(&outcomes[0])?
         };
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
     } else {
         for o in &outcomes {
             match (&o.report, &o.error) {
-                (Some(report), _) => print!("{}", report.text()),
-                (None, Some(e)) => println!("{}: not checked: {e}", o.vm),
+                (Some(report), _) => write!(out, "{}", report.text())?,
+                (None, Some(e)) => writeln!(out, "{}: not checked: {e}", o.vm)?,
                 (None, None) => {}
             }
             if let Some(c) = &o.changes {
-                print!("{}", checker::db::changes_text(c));
+                write!(out, "{}", checker::db::changes_text(c))?;
             }
         }
     }
@@ -1038,16 +1065,18 @@ fn target_vifs(domain: Option<u32>, vifs: Vec<String>) -> Result<Vec<String>> {
 }
 
 fn isolate(args: IsolateArgs) -> Result<()> {
+    let mut out = Stdout::lock();
     if args.list {
         let isolated = applier::isolate::list()?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&isolated)?);
+            writeln!(out, "{}", serde_json::to_string_pretty(&isolated)?)?;
         } else if isolated.is_empty() {
-            println!("no vif is isolated");
+            writeln!(out, "no vif is isolated")?;
         }
         for v in isolated.iter().filter(|_| !args.json) {
             let allow: Vec<String> = v.allow.iter().map(|a| a.to_string()).collect();
-            println!(
+            writeln!(
+                out,
                 "{}: allows {}; tables {}; {} packets dropped",
                 v.vif,
                 if allow.is_empty() {
@@ -1057,7 +1086,7 @@ fn isolate(args: IsolateArgs) -> Result<()> {
                 },
                 v.families.join("+"),
                 v.dropped_packets
-            );
+            )?;
         }
         return Ok(());
     }
@@ -1069,10 +1098,11 @@ fn isolate(args: IsolateArgs) -> Result<()> {
     let vifs = target_vifs(args.domain, args.vifs)?;
     applier::isolate::isolate(&vifs, &allow)?;
     if args.json {
-        println!("{}", serde_json::json!({"isolated": vifs, "allow": allow}));
+        writeln!(out, "{}", serde_json::json!({"isolated": vifs, "allow": allow}))?;
     } else {
         let allow: Vec<String> = allow.iter().map(|a| a.to_string()).collect();
-        println!(
+        writeln!(
+            out,
             "isolated {}; allowed: {}",
             vifs.join(" "),
             if allow.is_empty() {
@@ -1080,7 +1110,7 @@ fn isolate(args: IsolateArgs) -> Result<()> {
             } else {
                 allow.join(" ")
             }
-        );
+        )?;
     }
     Ok(())
 }
@@ -1094,14 +1124,15 @@ fn release(args: ReleaseArgs) -> Result<()> {
     } else {
         applier::isolate::release(&target_vifs(args.domain, args.vifs)?)?
     };
+    let mut out = Stdout::lock();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?;
     } else {
         for vif in &report.released {
-            println!("released {vif}");
+            writeln!(out, "released {vif}")?;
         }
         for vif in &report.not_isolated {
-            println!("{vif} was not isolated");
+            writeln!(out, "{vif} was not isolated")?;
         }
     }
     Ok(())
@@ -1266,15 +1297,17 @@ fn report_delivery(
     json: bool,
 ) -> Result<()> {
     use applier::restore::RestoreError;
+    let mut out = Stdout::lock();
     match result {
         Ok(outcome) => {
             for warning in &outcome.warnings {
                 eprintln!("dormouse: warning: {warning}");
             }
             if json {
-                println!("{}", serde_json::to_string_pretty(&outcome)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&outcome)?)?;
             } else {
-                println!(
+                writeln!(
+                    out,
                     "domain {} ({}): bundle {} {}; isolation lifted {:.2} s after unpausing (agent apply {:.2} s)",
                     outcome.domid,
                     outcome.domain_uuid,
@@ -1282,7 +1315,7 @@ fn report_delivery(
                     outcome.report["result"].as_str().unwrap_or("?"),
                     outcome.timings.unpause_to_released_s,
                     outcome.timings.apply_s
-                );
+                )?;
             }
             Ok(())
         }
@@ -1298,7 +1331,7 @@ fn report_delivery(
                     "report": stranded.report,
                     "deliver_again": stranded.deliver_again,
                 });
-                println!("{}", serde_json::to_string_pretty(&json)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
             }
             bail!("{stranded}")
         }
@@ -1333,19 +1366,24 @@ fn pend(args: PendArgs) -> Result<()> {
         "--port".to_owned(),
         d.port.to_string(),
     ];
+    let mut out = Stdout::lock();
     if args.json {
         let json = serde_json::json!({
             "pending_key": key,
             "domain_uuid": options.image_identity.domain_uuid,
             "deliver_args": deliver_args,
         });
-        println!("{}", serde_json::to_string_pretty(&json)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
     } else {
-        println!("{key} written: the next restore of this domain brings its vifs up isolated (the vif-dormouse hook)");
-        println!(
+        writeln!(
+            out,
+            "{key} written: the next restore of this domain brings its vifs up isolated (the vif-dormouse hook)"
+        )?;
+        writeln!(
+            out,
             "once it runs: dormouse deliver --domain DOMID {}",
             deliver_args.join(" ")
-        );
+        )?;
     }
     Ok(())
 }

@@ -24,18 +24,10 @@ pub enum TreeSource {
 }
 
 impl TreeSource {
-    /// `PATH` or `PATH:PARTITION`.
+    /// `PATH` or `PATH:PARTITION`, as [`emulator::disk::disk_and_partition`] reads them.
     pub fn disk(spec: &str) -> Self {
-        match spec.rsplit_once(':') {
-            Some((p, n)) if n.parse::<u32>().is_ok() => Self::Disk {
-                path: PathBuf::from(p),
-                partition: n.parse().ok(),
-            },
-            _ => Self::Disk {
-                path: PathBuf::from(spec),
-                partition: None,
-            },
-        }
+        let (path, partition) = emulator::disk::disk_and_partition(spec);
+        Self::Disk { path, partition }
     }
 
     pub fn describe(&self) -> String {

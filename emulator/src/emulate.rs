@@ -44,14 +44,11 @@ pub struct DiskArg {
 }
 
 impl DiskArg {
-    /// `PATH` or `PATH:N`.
+    /// `PATH` or `PATH:N`, as [`crate::disk::disk_and_partition`] reads them.
     pub fn parse(text: &str) -> DiskArg {
-        let (path, root_partition) = match text.rsplit_once(':') {
-            Some((p, n)) if n.parse::<u32>().is_ok() => (p, n.parse().ok()),
-            _ => (text, None),
-        };
+        let (path, root_partition) = crate::disk::disk_and_partition(text);
         DiskArg {
-            path: PathBuf::from(path),
+            path,
             format: None,
             vdev: None,
             root_partition,

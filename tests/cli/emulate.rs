@@ -243,6 +243,58 @@ fn apt_scenarios_on_the_split_image_as_a_stopped_vm() {
     run_scenarios(&tb, &tb.disks.guest_split, &["--release", &release], 2);
 }
 
+/// `command` in the sandbox over the test bed's single-root disk, as a stopped VM, no network.
+fn emulate_on_the_guest_disk(tb: &Testbed, command: &[&str]) -> (Option<Value>, Output) {
+    let state = tempfile::tempdir().unwrap();
+    let disk = tb.disks.guest.path.to_str().unwrap();
+    let mut args = vec!["--disk", disk, "--release", &tb.kernel.release, "--net", "none", "--"];
+    args.extend(command);
+    emulate(&args, state.path())
+}
+
+/// The guest's command starts as the guest would start it: no signal ignored, none blocked.
+/// dormouse's own ignored SIGPIPE (the Rust runtime's) used to reach it (SigIgn bit 13, 0x1000),
+/// so the package manager's pipelines saw EPIPE errors instead of ending as on the guest.
+#[test]
+fn the_command_starts_with_default_signal_actions() {
+    let Some(tb) = testbed("the_command_starts_with_default_signal_actions") else {
+        return;
+    };
+    let (_, output) = emulate_on_the_guest_disk(&tb, &["grep", "^Sig[IB]", "/proc/self/status"]);
+    // With --json the command's standard output goes to standard error.
+    let log = stderr(&output);
+    assert!(output.status.success(), "{log}");
+    for field in ["SigIgn", "SigBlk"] {
+        assert!(log.contains(&format!("{field}:\t0000000000000000\n")), "{field}: {log}");
+    }
+}
+
+/// An exec whose arguments the tracer cannot read (argv points at unmapped memory) is refused
+/// with EPERM and recorded, not let through unclassified: the tracer used to allow it (the
+/// kernel then answered EFAULT here, but a racing thread could make the arguments unreadable
+/// to the tracer and valid again for the kernel).
+#[test]
+fn execs_the_tracer_cannot_read_are_refused_and_recorded() {
+    let Some(tb) = testbed("execs_the_tracer_cannot_read_are_refused_and_recorded") else {
+        return;
+    };
+    let execve = format!(
+        "my $path = '/bin/true'; syscall({}, $path, 1, 0); print $!+0, qq(\n)",
+        nix::libc::SYS_execve
+    );
+    let (report, output) = emulate_on_the_guest_disk(&tb, &["perl", "-e", &execve]);
+    // With --json the command's standard output goes to standard error: perl's errno.
+    let log = stderr(&output);
+    let report = report.unwrap_or_else(|| panic!("no JSON report: {log}"));
+    assert_eq!(log.lines().last(), Some(nix::libc::EPERM.to_string().as_str()), "{log}");
+    let refused = report["trace"]["execs_refused"].as_array().cloned().unwrap_or_default();
+    assert_eq!(refused.len(), 1, "{:#}", report["trace"]);
+    assert!(
+        refused[0]["reason"].as_str().unwrap().contains("at 0x1 "),
+        "{refused:?}"
+    );
+}
+
 /// A guest whose `apt-get` is [`tests/data/hostile.c`]: every escape attempt must be blocked,
 /// the run must end with the limits reported, and dom0 must be untouched.
 #[test]

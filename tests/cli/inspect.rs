@@ -114,3 +114,35 @@ fn live_domain_outside_dom0_fails_with_a_remedy() {
     assert!(!out.status.success());
     assert!(!stderr.contains("attaching to domain"), "{stderr}");
 }
+
+/// A reader that goes away first (`dormouse inspect IMAGE --json | head -c 10`) ends each
+/// command quietly and successfully, as it would a C program (SIGPIPE); it used to panic with
+/// "failed printing to stdout: Broken pipe" (exit 101).
+#[test]
+fn commands_end_quietly_when_their_reader_goes_away() {
+    let Some(fx) = xen_fixtures("commands_end_quietly_when_their_reader_goes_away") else {
+        return;
+    };
+    let save = decompressed(&fx, "xen-pv-a/domU-A.save");
+    for args in [
+        &["inspect", "--json"][..],
+        &["inspect"],
+        &["ps"],
+        &["uname", "-a"],
+        &["proc", "1/status"],
+    ] {
+        // The read end is closed before dormouse writes: every write to its stdout fails with EPIPE.
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        drop(reader);
+        let out = Command::new(dormouse_bin())
+            .arg(args[0])
+            .arg(&save)
+            .args(&args[1..])
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "dormouse {args:?}: {:?}: {stderr}", out.status);
+        assert!(stderr.is_empty(), "dormouse {args:?}: {stderr}");
+    }
+}

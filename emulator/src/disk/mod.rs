@@ -402,6 +402,25 @@ impl Drop for ReadOnlyMount {
     }
 }
 
+/// A `--disk` argument, `PATH` or `PATH:N` (the root filesystem is partition N): the path and
+/// the partition. A string that names an existing path is that path, whatever it ends in, so
+/// device names ending in `:digits` (`/dev/disk/by-path/pci-0000:02:00.0-scsi-0:0:0:0`) are
+/// not read as a partition of a disk that does not exist. Otherwise it splits at the last ':'
+/// when only digits follow.
+pub fn disk_and_partition(spec: &str) -> (PathBuf, Option<u32>) {
+    // symlink_metadata: a dangling link is still the name given, and opening it says so.
+    if std::fs::symlink_metadata(spec).is_ok() {
+        return (PathBuf::from(spec), None);
+    }
+    match spec.rsplit_once(':') {
+        Some((path, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => match n.parse() {
+            Ok(n) => (PathBuf::from(path), Some(n)),
+            Err(_) => (PathBuf::from(spec), None),
+        },
+        _ => (PathBuf::from(spec), None),
+    }
+}
+
 /// Reads a file of the guest tree, resolving every symlink *inside* the guest root
 /// (`RESOLVE_IN_ROOT`), so a hostile `/etc/os-release -> /etc/shadow` link reads the guest's
 /// file, never dom0's. At most `limit` bytes are read.
@@ -493,6 +512,24 @@ impl OsRelease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_path_ending_in_colon_digits_is_a_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let by_path = dir.path().join("pci-0000:02:00.0-scsi-0:0:0:0");
+        std::fs::write(&by_path, b"").unwrap();
+        let spec = by_path.to_str().unwrap();
+        assert_eq!(disk_and_partition(spec), (by_path.clone(), None));
+        assert_eq!(disk_and_partition(&format!("{spec}:2")), (by_path.clone(), Some(2)));
+        let disk = dir.path().join("disk.img");
+        let disk_spec = disk.to_str().unwrap();
+        assert_eq!(disk_and_partition(disk_spec), (disk.clone(), None));
+        assert_eq!(disk_and_partition(&format!("{disk_spec}:1")), (disk.clone(), Some(1)));
+        for not_a_partition in [":", ":+1", ":1a", ":99999999999"] {
+            let spec = format!("{disk_spec}{not_a_partition}");
+            assert_eq!(disk_and_partition(&spec), (PathBuf::from(&spec), None));
+        }
+    }
 
     /// Mounts elsewhere on the system make the kernel refuse a `..` step now and then (EAGAIN);
     /// a guest's `etc/os-release -> ../usr/lib/os-release` must still read every time.

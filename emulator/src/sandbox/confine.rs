@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use caps::{CapSet, Capability};
 use seccompiler::{
-    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule, TargetArch,
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
+    TargetArch, sock_filter,
 };
 
 use super::SandboxError;
@@ -129,7 +130,50 @@ pub fn deny_list() -> Result<Vec<BpfProgram>, SandboxError> {
         filter.try_into().map_err(|e: seccompiler::BackendError| err(&e))
     };
     let clone3 = BTreeMap::from([(libc::SYS_clone3, Vec::new())]);
-    Ok(vec![compile(rules, libc::EPERM)?, compile(clone3, libc::ENOSYS)?])
+    Ok(vec![
+        native_only(),
+        compile(rules, libc::EPERM)?,
+        compile(clone3, libc::ENOSYS)?,
+    ])
+}
+
+/// `__X32_SYSCALL_BIT`: x32 system calls are x86-64's (same audit arch) with this bit set.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+/// `AUDIT_ARCH_X86_64` of linux/audit.h (EM_X86_64, 64-bit, little-endian); libc lacks it.
+const AUDIT_ARCH_X86_64: u32 = 62 | 0x8000_0000 | 0x4000_0000;
+
+/// Only native x86-64 system calls. The other filters match syscall numbers of x86-64, so an
+/// x32 call (`mount | __X32_SYSCALL_BIT`, x32's own execve 520 | bit) would pass all of them,
+/// deny-list and tracer intercepts alike, on a kernel with x32 enabled. x32 calls get ENOSYS,
+/// what a kernel without x32 answers (Debian boots with it off), so a program that probes
+/// for x32 carries on as on the guest; another architecture's calls (int 0x80) kill the
+/// process, as seccompiler's arch check in the other filters already does.
+fn native_only() -> BpfProgram {
+    let stmt = |code: u32, k: u32| sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    // struct seccomp_data: nr at offset 0, arch at 4.
+    vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, AUDIT_ARCH_X86_64, 0, 4),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+        jump(libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K, X32_SYSCALL_BIT, 1, 0),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        stmt(
+            libc::BPF_RET | libc::BPF_K,
+            libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32,
+        ),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+    ]
 }
 
 /// Drops every capability but [`KEPT_CAPABILITIES`] (bounding, inheritable, ambient too) and
@@ -197,4 +241,69 @@ pub fn apply_skip_durability() -> Result<(), SandboxError> {
         .map_err(|e| err(&e))?;
     let program: BpfProgram = filter.try_into().map_err(|e: seccompiler::BackendError| err(&e))?;
     seccompiler::apply_filter(&program).map_err(|e| SandboxError::Confine(format!("installing the fsync filter: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs a classic-BPF seccomp program on `seccomp_data` as the kernel would, for the
+    /// instructions seccompiler and [`native_only`] emit.
+    fn run(program: &[sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = Vec::with_capacity(64);
+        data.extend(nr.to_le_bytes());
+        data.extend(arch.to_le_bytes());
+        data.extend(0u64.to_le_bytes());
+        args.iter().for_each(|a| data.extend(a.to_le_bytes()));
+        let (mut acc, mut pc) = (0u32, 0usize);
+        loop {
+            let i = &program[pc];
+            pc += 1;
+            let (code, k) = (u32::from(i.code), i.k);
+            let taken = |cond: bool| if cond { usize::from(i.jt) } else { usize::from(i.jf) };
+            match code {
+                c if c == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS => {
+                    acc = u32::from_le_bytes(data[k as usize..k as usize + 4].try_into().unwrap());
+                }
+                c if c == libc::BPF_ALU | libc::BPF_AND | libc::BPF_K => acc &= k,
+                c if c == libc::BPF_JMP | libc::BPF_JA => pc += k as usize,
+                c if c == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K => pc += taken(acc == k),
+                c if c == libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K => pc += taken(acc > k),
+                c if c == libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K => pc += taken(acc >= k),
+                c if c == libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K => pc += taken(acc & k != 0),
+                c if c == libc::BPF_RET | libc::BPF_K => return k,
+                _ => panic!("instruction {i:?} at {} not interpreted", pc - 1),
+            }
+        }
+    }
+
+    /// What the sandbox's filters decide together: the kernel takes the most restrictive
+    /// action, the one lowest as a signed number.
+    fn verdict(nr: u32, arch: u32) -> u32 {
+        let mut programs = deny_list().unwrap();
+        programs.push(trace_filter().unwrap());
+        let verdicts = programs.iter().map(|p| run(p, nr, arch, [0; 6]));
+        verdicts
+            .min_by_key(|v| (v & libc::SECCOMP_RET_ACTION_FULL) as i32)
+            .unwrap()
+    }
+
+    #[test]
+    fn x32_and_foreign_system_calls_are_denied_outright() {
+        let x86_64 = AUDIT_ARCH_X86_64;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        // x32's execve and execveat have numbers of their own (520, 545).
+        for nr in [libc::SYS_mount, libc::SYS_uname, libc::SYS_getpid, 520, 545] {
+            assert_eq!(verdict(X32_SYSCALL_BIT | nr as u32, x86_64), enosys, "x32 syscall {nr}");
+        }
+        let i386 = 3 | 0x4000_0000; // AUDIT_ARCH_I386: EM_386, little-endian
+        assert_eq!(verdict(libc::SYS_getpid as u32, i386), libc::SECCOMP_RET_KILL_PROCESS);
+        // Native calls are unchanged: allowed, refused, or stopped for the tracer.
+        assert_eq!(verdict(libc::SYS_getpid as u32, x86_64), libc::SECCOMP_RET_ALLOW);
+        assert_eq!(
+            verdict(libc::SYS_mount as u32, x86_64),
+            libc::SECCOMP_RET_ERRNO | libc::EPERM as u32
+        );
+        assert_eq!(verdict(libc::SYS_uname as u32, x86_64), libc::SECCOMP_RET_TRACE);
+    }
 }

@@ -124,7 +124,7 @@ fn pid1(spec: &SandboxSpec) -> Result<i32> {
     // SAFETY: single-threaded process.
     match unsafe { fork() }.map_err(|e| SandboxError::io("forking the command", Path::new("/"), e))? {
         ForkResult::Child => {
-            if let Err(e) = wait_for_tracer(spec) {
+            if let Err(e) = default_signals().and_then(|()| wait_for_tracer(spec)) {
                 eprintln!("dormouse sandbox: {e}");
                 std::process::exit(SETUP_FAILED);
             }
@@ -140,6 +140,47 @@ fn pid1(spec: &SandboxSpec) -> Result<i32> {
             Ok(code)
         }
     }
+}
+
+/// Every signal at its default action and none blocked, as the guest's own init would start
+/// the command. Ignored actions and the mask survive execve, and this process has at least the
+/// Rust runtime's ignored SIGPIPE (plus whatever dom0's caller ignored): the guest's package
+/// manager and its scripts would see EPIPE errors where, on the guest, SIGPIPE ends them.
+fn default_signals() -> Result<()> {
+    /// The kernel's `struct sigaction` on x86-64 (handler, flags, restorer, mask), not libc's.
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::sighandler_t,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    // The raw system call: glibc's sigaction refuses the real-time signals it reserves (32 and
+    // 33), which arrive here ignored too.
+    for signal in (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: rt_sigaction reads `default`, the kernel's layout with its 8-byte mask, and
+        // writes nothing (no old action asked for).
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        Errno::result(done)
+            .map_err(|e| SandboxError::Confine(format!("restoring the default action of signal {signal}: {e}")))?;
+    }
+    nix::sys::signal::SigSet::empty()
+        .thread_set_mask()
+        .map_err(|e| SandboxError::Confine(format!("unblocking every signal for the command: {e}")))
 }
 
 /// Blocks until the supervisor has attached its tracer, then installs the tracing filter

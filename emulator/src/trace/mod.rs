@@ -61,12 +61,23 @@ pub struct TraceReport {
     /// Execs the tracer let through (the package manager, its helpers, debconf's config
     /// scripts, ...).
     pub execs_allowed: u64,
+    /// Execs refused with EPERM because the tracer could not read what they would run: an
+    /// exec the tracer cannot classify could be a maintainer script.
+    pub execs_refused: Vec<RefusedExec>,
     pub unames_answered: u64,
     /// ptrace stops handled (a measure of the tracing cost).
     pub stops: u64,
     /// Processes followed.
     pub processes: u64,
     pub warnings: Vec<String>,
+}
+
+/// An exec the tracer refused.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusedExec {
+    pub pid: i32,
+    /// What could not be read.
+    pub reason: String,
 }
 
 /// Longest path, argument or environment string read from a tracee.
@@ -131,7 +142,7 @@ pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceR
         mode,
         utsname: utsname_bytes(uts),
         in_syscall: HashMap::new(),
-        skipped_uname: HashMap::new(),
+        skipped: HashMap::new(),
         rpm: scripts::RpmTracker::default(),
         report,
     };
@@ -150,7 +161,7 @@ pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceR
                     return status;
                 }
                 tracer.in_syscall.remove(&pid);
-                tracer.skipped_uname.remove(&pid);
+                tracer.skipped.remove(&pid);
                 let (lua, warning) = tracer.rpm.exited(pid);
                 tracer.report.lua_scriptlets.extend(lua);
                 tracer.report.warnings.extend(warning);
@@ -178,8 +189,9 @@ struct Tracer<'a> {
     utsname: [u8; UTSNAME_LEN],
     /// AllSyscalls mode: whether each tracee is inside a syscall (entry seen, exit not yet).
     in_syscall: HashMap<Pid, bool>,
-    /// AllSyscalls mode: tracees whose uname was skipped at entry and needs its return value.
-    skipped_uname: HashMap<Pid, bool>,
+    /// AllSyscalls mode: tracees whose syscall was skipped at entry, and the return value it
+    /// must show at exit.
+    skipped: HashMap<Pid, u64>,
     /// rpm headers read so far, and the rpm front-ends running.
     rpm: scripts::RpmTracker,
     report: &'a mut TraceReport,
@@ -225,9 +237,9 @@ impl Tracer<'_> {
         *inside = !*inside;
         if *inside {
             self.on_syscall_entry(pid);
-        } else if self.skipped_uname.remove(&pid).is_some() {
+        } else if let Some(value) = self.skipped.remove(&pid) {
             if let Ok(mut regs) = ptrace::getregs(pid) {
-                regs.rax = 0;
+                regs.rax = value;
                 let _ = ptrace::setregs(pid, regs);
             }
         }
@@ -239,13 +251,8 @@ impl Tracer<'_> {
         match regs.orig_rax as i64 {
             // The guest's utsname goes straight into the caller's buffer; the syscall is skipped.
             libc::SYS_uname if write_memory(pid, regs.rdi, &self.utsname).is_ok() => {
-                regs.orig_rax = u64::MAX;
-                regs.rax = 0;
-                let _ = ptrace::setregs(pid, regs);
+                self.skip_syscall(pid, regs, 0);
                 self.report.unames_answered += 1;
-                if self.mode == TraceMode::AllSyscalls {
-                    self.skipped_uname.insert(pid, true);
-                }
             }
             nr @ (libc::SYS_execve | libc::SYS_execveat) => {
                 let (dirfd, path, argv, envp) = if nr == libc::SYS_execve {
@@ -262,13 +269,27 @@ impl Tracer<'_> {
                         let _ = ptrace::setregs(pid, regs);
                     }
                     Ok(None) => self.report.execs_allowed += 1,
-                    Err(e) => {
-                        self.report.warnings.push(format!("pid {pid}: exec not inspected: {e}"));
-                        self.report.execs_allowed += 1;
+                    // Fail closed: what cannot be classified does not run.
+                    Err(reason) => {
+                        self.skip_syscall(pid, regs, -i64::from(libc::EPERM));
+                        self.report.execs_refused.push(RefusedExec {
+                            pid: pid.as_raw(),
+                            reason,
+                        });
                     }
                 }
             }
             _ => {}
+        }
+    }
+
+    /// The syscall at this entry stop does not run; the caller sees `value` as its result.
+    fn skip_syscall(&mut self, pid: Pid, mut regs: libc::user_regs_struct, value: i64) {
+        regs.orig_rax = u64::MAX;
+        regs.rax = value as u64;
+        let _ = ptrace::setregs(pid, regs);
+        if self.mode == TraceMode::AllSyscalls {
+            self.skipped.insert(pid, value as u64);
         }
     }
 
