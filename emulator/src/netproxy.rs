@@ -245,97 +245,198 @@ fn handle(client: TcpStream, allowed: &Allowed, log: &Mutex<ProxyLog>) {
         let _ = respond(&client, 400, "malformed or oversized request head");
         return;
     };
-    let request_line = head.first().cloned().unwrap_or_default();
-    let mut parts = request_line.split(' ');
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (endpoint, forward_head) = if method.eq_ignore_ascii_case("CONNECT") {
-        (parse_host_port(target, 443, true), None)
-    } else {
-        match absolute_target(target) {
-            Some((endpoint, path)) => {
-                let version = parts.next().unwrap_or("HTTP/1.1");
-                let mut lines = vec![format!("{method} {path} {version}")];
-                lines.extend(
-                    head.iter()
-                        .skip(1)
-                        .filter(|l| {
-                            let name = l.split(':').next().unwrap_or("").trim().to_ascii_lowercase();
-                            !matches!(name.as_str(), "connection" | "proxy-connection" | "keep-alive")
-                        })
-                        .cloned(),
-                );
-                lines.push("Connection: close".into());
-                (Some(endpoint), Some(lines.join("\r\n") + "\r\n\r\n"))
-            }
-            None => (None, None),
-        }
-    };
-    let Some(endpoint) = endpoint else {
-        let _ = respond(
-            &client,
-            400,
-            "the dormouse proxy needs an absolute http:// URI or CONNECT host:port",
-        );
-        return;
-    };
-    // Every refusal is logged for the run's report and answered 403 with the reason.
-    let deny = |why: &str| {
-        let target = format!("{}:{}", endpoint.host, endpoint.port);
-        let message = format!("dormouse --net restricted: {target} {why}");
-        if let Ok(mut log) = log.lock() {
+    // Every refusal naming a target is logged for the run's report; all carry the reason.
+    let refuse = |refused: Refused| {
+        if let (Some(target), Ok(mut log)) = (refused.target, log.lock()) {
             log.denied.push(target);
         }
-        let _ = respond(&client, 403, &message);
+        let _ = respond(&client, refused.status, &refused.why);
     };
-    if !allowed.contains(&endpoint) {
-        deny("is not a package source of this guest");
-        return;
+    let request = match requested(&head) {
+        Ok(request) => request,
+        Err(refused) => return refuse(refused),
+    };
+    let endpoint = match &request {
+        Requested::Tunnel(endpoint) | Requested::Forward { endpoint, .. } => endpoint,
+    };
+    let deny = |why: &str| refuse(Refused::forbidden(authority(endpoint), why));
+    if !allowed.contains(endpoint) {
+        return deny("is not a package source of this guest");
     }
     let addrs: Vec<SocketAddr> = (endpoint.host.as_str(), endpoint.port)
         .to_socket_addrs()
         .map(Iterator::collect)
         .unwrap_or_default();
     // dom0's own services answer on loopback: a guest-listed source may not lead there.
-    if !operator_allowed.contains(&endpoint) && addrs.iter().any(|a| a.ip().is_loopback() || a.ip().is_unspecified()) {
-        deny("is dom0's loopback; allow it explicitly with --allow");
-        return;
+    if !operator_allowed.contains(endpoint) && addrs.iter().any(|a| a.ip().is_loopback() || a.ip().is_unspecified()) {
+        return deny("is dom0's loopback; allow it explicitly with --allow");
     }
     let upstream = addrs
         .iter()
         .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(30)).ok());
     let Some(mut upstream) = upstream else {
-        let _ = respond(
-            &client,
-            502,
-            &format!("cannot connect to {}:{}", endpoint.host, endpoint.port),
-        );
+        let _ = respond(&client, 502, &format!("cannot connect to {}", authority(endpoint)));
         return;
     };
     if let Ok(mut log) = log.lock() {
         log.forwarded += 1;
     }
-    match forward_head {
-        Some(head) => {
-            if upstream.write_all(head.as_bytes()).is_err() {
+    match request {
+        Requested::Forward { head, body, .. } => {
+            // Only the checked request and its declared body go upstream: anything after it
+            // (a pipelined request naming another host) is never read.
+            let sent = upstream
+                .write_all(head.as_bytes())
+                .and_then(|()| std::io::copy(&mut (&mut reader).take(body), &mut upstream));
+            if sent.is_err() {
                 return;
             }
+            let _ = std::io::copy(&mut upstream, &mut &client);
+            // Closing with the client's unread bytes pending would reset the connection and
+            // could lose the answer: end our side, then discard what it still sends, briefly.
+            let _ = client.shutdown(Shutdown::Write);
+            let _ = client.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = std::io::copy(&mut reader.take(MAX_HEAD as u64), &mut std::io::sink());
         }
-        None => {
+        Requested::Tunnel(_) => {
             if (&client)
                 .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
                 .is_err()
             {
                 return;
             }
+            // Bytes the head reader already buffered belong to the tunnel.
+            let buffered = reader.buffer().to_vec();
+            if !buffered.is_empty() && upstream.write_all(&buffered).is_err() {
+                return;
+            }
+            let _ = client.set_read_timeout(None);
+            relay(reader.into_inner(), client, upstream);
         }
     }
-    // Bytes the head reader already buffered belong to the body or the tunnel.
-    let buffered = reader.buffer().to_vec();
-    if !buffered.is_empty() && upstream.write_all(&buffered).is_err() {
-        return;
+}
+
+/// What a request head asks the proxy for, before the allow-list is consulted.
+#[derive(Debug, PartialEq)]
+enum Requested {
+    /// `CONNECT`: a tunnel to this endpoint.
+    Tunnel(Endpoint),
+    /// Plain HTTP: `head` (origin-form, `Connection: close`) and then `body` bytes go to
+    /// `endpoint`.
+    Forward {
+        endpoint: Endpoint,
+        head: String,
+        body: u64,
+    },
+}
+
+/// Why a request is refused: the status, the message for the client and, for a 403, the
+/// target to log as denied.
+#[derive(Debug, PartialEq)]
+struct Refused {
+    status: u16,
+    target: Option<String>,
+    why: String,
+}
+
+impl Refused {
+    fn bad(why: &str) -> Refused {
+        Refused {
+            status: 400,
+            target: None,
+            why: format!("dormouse proxy: {why}"),
+        }
     }
-    let _ = client.set_read_timeout(None);
-    relay(reader.into_inner(), client, upstream);
+
+    fn forbidden(target: String, why: &str) -> Refused {
+        Refused {
+            status: 403,
+            why: format!("dormouse --net restricted: {target} {why}"),
+            target: Some(target),
+        }
+    }
+}
+
+/// Checks that every name the upstream could act on (the request target and the Host header)
+/// is one endpoint, so the allow-list decision covers what is actually requested: otherwise a
+/// guest allowed one mirror reaches any virtual host behind the same address.
+fn requested(head: &[String]) -> Result<Requested, Refused> {
+    let request_line = head.first().map_or("", String::as_str);
+    let mut parts = request_line.split(' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or("HTTP/1.1"),
+    );
+    let mut hosts = Vec::new();
+    let mut body = None;
+    let mut forwarded = Vec::new();
+    for line in head.iter().skip(1) {
+        // Servers disagree on folded lines and on spaces before the colon (one reads
+        // `Host : x` as Host, another ignores it), so neither is forwarded (RFC 9112 §5).
+        let Some((name, value)) = line
+            .split_once(':')
+            .filter(|(n, _)| !n.is_empty() && !n.contains([' ', '\t']))
+        else {
+            return Err(Refused::bad(&format!("malformed header line {line:?}")));
+        };
+        let value = value.trim_matches([' ', '\t']);
+        match name.to_ascii_lowercase().as_str() {
+            "connection" | "proxy-connection" | "keep-alive" => continue,
+            "host" => hosts.push(value),
+            "content-length" => {
+                let length = value.parse::<u64>().ok().filter(|_| body.is_none());
+                body = Some(length.ok_or_else(|| Refused::bad("missing, repeated or invalid Content-Length"))?);
+            }
+            // The body's end is not parsed here: a chunked body could hide another request.
+            "transfer-encoding" => return Err(Refused::bad("request bodies with Transfer-Encoding are not forwarded")),
+            _ => {}
+        }
+        forwarded.push(line.as_str());
+    }
+    if hosts.len() > 1 {
+        return Err(Refused::bad("more than one Host header"));
+    }
+    let tunnel = method.eq_ignore_ascii_case("CONNECT");
+    let endpoint = if tunnel {
+        parse_host_port(target, 443, true)
+    } else {
+        absolute_target(target).map(|(endpoint, _)| endpoint)
+    };
+    let Some(endpoint) = endpoint else {
+        return Err(Refused::bad("it needs an absolute http:// URI or CONNECT host:port"));
+    };
+    if let Some(host) = hosts.first() {
+        if parse_host_port(host, if endpoint.tls { 443 } else { 80 }, endpoint.tls).as_ref() != Some(&endpoint) {
+            let why = format!("is requested with Host: {host}; a request may name only one host");
+            return Err(Refused::forbidden(authority(&endpoint), &why));
+        }
+    }
+    if tunnel {
+        return Ok(Requested::Tunnel(endpoint));
+    }
+    let path = absolute_target(target).map(|(_, path)| path).unwrap_or_default();
+    let mut lines = vec![format!("{method} {path} {version}")];
+    lines.extend(forwarded.into_iter().map(str::to_owned));
+    // Without Host the upstream would pick its default virtual host: name the checked one.
+    if hosts.is_empty() {
+        lines.push(format!("Host: {}", authority(&endpoint)));
+    }
+    lines.push("Connection: close".into());
+    Ok(Requested::Forward {
+        head: lines.join("\r\n") + "\r\n\r\n",
+        endpoint,
+        body: body.unwrap_or(0),
+    })
+}
+
+/// `host:port`, with an IPv6 address in brackets.
+fn authority(endpoint: &Endpoint) -> String {
+    if endpoint.host.contains(':') {
+        format!("[{}]:{}", endpoint.host, endpoint.port)
+    } else {
+        format!("{}:{}", endpoint.host, endpoint.port)
+    }
 }
 
 /// Copies both directions until each side closes.
@@ -467,6 +568,147 @@ mod tests {
                 },
                 "/debian/dists/x".into()
             ))
+        );
+    }
+
+    #[test]
+    fn a_request_names_one_host() {
+        let check = |head: &str| requested(&head.split("\r\n").map(str::to_owned).collect::<Vec<_>>());
+        let endpoint = |host: &str, port, tls| Endpoint {
+            host: host.into(),
+            port,
+            tls,
+        };
+        let status = |head: &str| check(head).err().map(|r| r.status);
+        assert_eq!(
+            check("GET http://a.example/d HTTP/1.1\r\nHost: A.example:80\r\nConnection: keep-alive\r\nX: y"),
+            Ok(Requested::Forward {
+                endpoint: endpoint("a.example", 80, false),
+                head: "GET /d HTTP/1.1\r\nHost: A.example:80\r\nX: y\r\nConnection: close\r\n\r\n".into(),
+                body: 0,
+            })
+        );
+        let fronted = check("GET http://a.example/ HTTP/1.1\r\nHost: b.example").unwrap_err();
+        assert_eq!((fronted.status, fronted.target.as_deref()), (403, Some("a.example:80")));
+        assert!(fronted.why.contains("Host: b.example"), "{}", fronted.why);
+        assert_eq!(
+            status("GET http://a.example/ HTTP/1.1\r\nHost: a.example:8080"),
+            Some(403)
+        );
+        assert_eq!(
+            status("GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nHost: b.example"),
+            Some(400)
+        );
+        assert_eq!(status("GET http://a.example/ HTTP/1.1\r\nHost : b.example"), Some(400));
+        assert_eq!(
+            status("GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\n b.example"),
+            Some(400)
+        );
+        assert_eq!(
+            status("GET http://a.example/ HTTP/1.1\r\nTransfer-Encoding: chunked"),
+            Some(400)
+        );
+        assert_eq!(
+            status("GET http://a.example/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1"),
+            Some(400)
+        );
+        assert_eq!(status("GET / HTTP/1.1\r\nHost: a.example"), Some(400));
+        assert_eq!(
+            check("POST http://[::1]:3142/ HTTP/1.0\r\nContent-Length: 5"),
+            Ok(Requested::Forward {
+                endpoint: endpoint("::1", 3142, false),
+                head: "POST / HTTP/1.0\r\nContent-Length: 5\r\nHost: [::1]:3142\r\nConnection: close\r\n\r\n".into(),
+                body: 5,
+            })
+        );
+        let tunnel = Ok(Requested::Tunnel(endpoint("a.example", 443, true)));
+        assert_eq!(check("CONNECT a.example:443 HTTP/1.1\r\nHost: a.example"), tunnel);
+        assert_eq!(check("CONNECT a.example:443 HTTP/1.1"), tunnel);
+        assert_eq!(
+            status("CONNECT a.example:443 HTTP/1.1\r\nHost: b.example:443"),
+            Some(403)
+        );
+    }
+
+    /// Serves the proxy on dom0's loopback (no namespace needed) allowing `allow` as the
+    /// operator would; returns its port.
+    fn spawn_proxy(allow: &str) -> u16 {
+        let operator: BTreeSet<Endpoint> = Endpoint::parse_allow(allow).unwrap().into_iter().collect();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let allowed = Arc::new(Allowed {
+            all: operator.clone(),
+            operator,
+        });
+        std::thread::spawn(move || serve(listener, allowed, Arc::default()));
+        port
+    }
+
+    /// Sends `request` to the proxy and returns everything it answers until it closes (or is
+    /// silent for 3 s).
+    fn exchange(proxy: u16, request: &str) -> String {
+        let mut client = TcpStream::connect(("127.0.0.1", proxy)).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        client.write_all(request.as_bytes()).unwrap();
+        let mut reply = Vec::new();
+        let _ = client.read_to_end(&mut reply);
+        String::from_utf8_lossy(&reply).into_owned()
+    }
+
+    /// What reached `upstream` within 2 s, if anything connected to it: read until 1 s of
+    /// silence, then answer 204 and close.
+    fn upstream_saw(upstream: &TcpListener) -> Option<String> {
+        upstream.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut conn = loop {
+            match upstream.accept() {
+                Ok((conn, _)) => break conn,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => return None,
+            }
+        };
+        conn.set_nonblocking(false).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut seen = Vec::new();
+        let _ = conn.read_to_end(&mut seen);
+        let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        Some(String::from_utf8_lossy(&seen).into_owned())
+    }
+
+    #[test]
+    fn a_host_header_naming_another_host_is_refused_before_connecting() {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = upstream.local_addr().unwrap().port();
+        let proxy = spawn_proxy(&format!("127.0.0.1:{port}"));
+        let reply = exchange(
+            proxy,
+            &format!("GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: other.example\r\n\r\n"),
+        );
+        let saw = upstream_saw(&upstream);
+        assert!(
+            reply.starts_with("HTTP/1.1 403 ") && reply.contains("other.example") && saw.is_none(),
+            "the proxy answered {reply:?}; the upstream saw {saw:?}"
+        );
+    }
+
+    #[test]
+    fn only_the_checked_request_reaches_the_upstream() {
+        let upstream = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = upstream.local_addr().unwrap().port();
+        let proxy = spawn_proxy(&format!("127.0.0.1:{port}"));
+        // A second request pipelined behind an allowed one names another virtual host.
+        let request = format!(
+            "GET http://127.0.0.1:{port}/a HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n\
+             GET http://other.example/b HTTP/1.1\r\nHost: other.example\r\n\r\n"
+        );
+        let client = std::thread::spawn(move || exchange(proxy, &request));
+        let saw = upstream_saw(&upstream).unwrap_or_default();
+        let reply = client.join().unwrap();
+        assert!(reply.starts_with("HTTP/1.1 204 "), "the proxy answered {reply:?}");
+        assert_eq!(
+            saw,
+            format!("GET /a HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+            "the upstream saw more than the checked request"
         );
     }
 }
