@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use emulator::disk::GuestDisk;
 use introspect::linux::{GuestSnapshot, ProfileFiles};
+use introspect::octal_escape::escape;
 use output::Stdout;
 
 mod output;
@@ -595,7 +596,10 @@ fn print_summary(out: &mut impl Write, s: &GuestSnapshot) -> std::io::Result<()>
         writeln!(
             out,
             "mount:      {} on {} type {} ({})",
-            m.device, m.mountpoint, m.fstype, m.options
+            escape(&m.device),
+            escape(&m.mountpoint),
+            m.fstype,
+            m.options
         )?;
     }
     for i in &s.interfaces {

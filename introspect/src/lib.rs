@@ -18,6 +18,7 @@ mod kernel_image;
 mod kernel_map;
 pub mod linux;
 mod memory;
+pub mod octal_escape;
 mod open;
 mod paging;
 mod raw;

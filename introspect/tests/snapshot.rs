@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use dormouse_tests::FixtureKernel;
 use introspect::linux::{GuestSnapshot, InspectError, ProfileFiles, snapshot};
+use introspect::octal_escape::escape;
 use introspect::{Btf, KernelImage, Symbols, open_memory};
 use serde_json::Value;
 
@@ -215,7 +216,11 @@ fn check(case: &Case, s: &GuestSnapshot) {
     assert_eq!(s.mounts.len(), mounts.len(), "{name}: mount count: {:?}", s.mounts);
     for (got, want) in s.mounts.iter().zip(&mounts) {
         assert_eq!(
-            (got.device.as_str(), got.mountpoint.as_str(), got.fstype.as_str()),
+            (
+                escape(&got.device).as_str(),
+                escape(&got.mountpoint).as_str(),
+                got.fstype.as_str()
+            ),
             (want[0], want[1], want[2]),
             "{name}: mount"
         );

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use introspect::linux::{GuestSnapshot, Module, Task, TtyDrivers};
+use introspect::linux::{GuestSnapshot, Module, Mount, Task, TtyDrivers};
+use introspect::octal_escape::escape;
 
 /// Hidden directory under which the caller's own dom0 `/proc/<pid>` is served (see the crate
 /// documentation for the `self` rule).
@@ -487,21 +488,10 @@ fn swaps_known(s: &GuestSnapshot) -> bool {
     }
 }
 
-/// `seq_escape`/`mangle`: octal escapes for the characters that would break the line format.
-fn mangle(s: &str, special: &[u8]) -> String {
-    mangle_utf8(s, special)
-}
-
-fn mangle_utf8(s: &str, special: &[u8]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if c.is_ascii() && special.contains(&(c as u8)) {
-            let _ = write!(out, "\\{:03o}", c as u8);
-        } else {
-            out.push(c);
-        }
-    }
-    out
+/// `proc_task_name()`'s escaping of a command name (`seq_escape_str` with `ESCAPE_SPACE |
+/// ESCAPE_SPECIAL`, only `"\n\\"`): C-style, `\n` and `\\`, not octal.
+fn escape_comm(comm: &str) -> String {
+    comm.replace('\\', "\\\\").replace('\n', "\\n")
 }
 
 /// `/proc/modules` (kernel/module/procfs.c `m_show`) as root reads it (`kptr_restrict` hides
@@ -551,19 +541,18 @@ fn module_line(m: &Module) -> String {
 
 /// `/proc/mounts` (fs/proc_namespace.c `show_vfsmnt`).
 fn mounts(s: &GuestSnapshot) -> String {
-    let mut out = String::new();
-    for m in &s.mounts {
-        let sp = b" \t\n\\";
-        let _ = writeln!(
-            out,
-            "{} {} {} {} 0 0",
-            mangle(&m.device, sp),
-            mangle(&m.mountpoint, sp),
-            mangle(&m.fstype, sp),
-            mangle(&m.options, sp)
-        );
-    }
-    out
+    s.mounts.iter().map(mount_line).collect()
+}
+
+/// One mount's line; every name escaped once, as `mangle()` and `seq_path()` do.
+fn mount_line(m: &Mount) -> String {
+    format!(
+        "{} {} {} {} 0 0\n",
+        escape(&m.device),
+        escape(&m.mountpoint),
+        escape(&m.fstype),
+        escape(&m.options)
+    )
 }
 
 /// `/proc/meminfo` (fs/proc/meminfo.c): 16-column labels, 8-column values.
@@ -779,7 +768,7 @@ fn stat(s: &GuestSnapshot) -> String {
 fn swaps(s: &GuestSnapshot) -> String {
     let mut out = String::from("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n");
     for sw in &s.system.swaps {
-        let name = mangle(&sw.filename, b" \t\n\\");
+        let name = escape(&sw.filename);
         let pad = if name.len() < 40 { 40 - name.len() } else { 1 };
         let kind = if sw.kind == "partition" { "partition" } else { "file\t" };
         let _ = writeln!(
@@ -885,7 +874,7 @@ fn state_name(state: char) -> &'static str {
 /// kernel's order; `threads` is the group's count.
 fn task_status(t: &Task, threads: usize) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "Name:\t{}", mangle_utf8(&t.comm, b"\n\\"));
+    let _ = writeln!(out, "Name:\t{}", escape_comm(&t.comm));
     if let Some(u) = t.detail.as_ref().and_then(|d| d.umask) {
         let _ = writeln!(out, "Umask:\t{u:04o}");
     }
@@ -960,6 +949,22 @@ mod tests {
         );
         // No drivers: not even the pseudo-drivers (they are printed with the first one).
         assert_eq!(tty_drivers(Some(&TtyDrivers::default())), "");
+    }
+
+    #[test]
+    fn names_are_escaped_once_as_the_kernel_prints_them() {
+        let mount = Mount {
+            device: "/dev/a b".into(),
+            mountpoint: "/mnt/a b\tc\nd\\e".into(),
+            fstype: "ext4".into(),
+            options: "rw,relatime".into(),
+        };
+        assert_eq!(
+            mount_line(&mount),
+            "/dev/a\\040b /mnt/a\\040b\\011c\\012d\\134e ext4 rw,relatime 0 0\n"
+        );
+        // /proc/PID/status: C-style, only newline and backslash.
+        assert_eq!(escape_comm("a b\tc\nd\\e"), "a b\tc\\nd\\\\e");
     }
 
     #[test]

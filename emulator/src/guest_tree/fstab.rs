@@ -80,10 +80,9 @@ pub fn parse(text: &str) -> (Vec<FstabEntry>, Vec<String>) {
     (entries, notes)
 }
 
-/// fstab writes a space as `\040`, a tab as `\011`, a backslash as `\134`: any `\` followed by
-/// three octal digits is that byte.
+/// fstab writes a space as `\040`, a tab as `\011`, a backslash as `\134`, as /proc/mounts does.
 fn unescape(field: &str) -> String {
-    unescape_with(field, "\\", 3, 8)
+    String::from_utf8_lossy(&introspect::octal_escape::unescape(field.as_bytes())).into_owned()
 }
 
 /// udev's `/dev/disk/by-*` names write unsafe characters as `\xHH`.

@@ -14,6 +14,7 @@ use super::layout::{
 use super::proc_task::DetailContext;
 use super::reader::{KernelReader, ReadError};
 use super::snapshot::{FilesystemType, Interface, Module, Mount, Task, Uts};
+use crate::octal_escape::escape;
 use crate::virt::VirtualMemory;
 
 /// Symbol addresses of the running kernel (already relocated for KASLR).
@@ -675,15 +676,21 @@ impl<'a> KernelView<'a> {
                 Some(Ok(specific)) => {
                     options.push_str(&specific.text);
                     if let Some(missing) = specific.missing {
-                        warnings.push(format!("/proc/mounts: {mountpoint} ({fstype}): {missing} left out"));
+                        warnings.push(format!(
+                            "/proc/mounts: {} ({fstype}): {missing} left out",
+                            escape(&mountpoint)
+                        ));
                     }
                 }
-                Some(Err(e)) => warnings.push(format!("/proc/mounts: {mountpoint} ({fstype}): options: {e}")),
+                Some(Err(e)) => warnings.push(format!(
+                    "/proc/mounts: {} ({fstype}): options: {e}",
+                    escape(&mountpoint)
+                )),
                 None => {}
             }
             out.push(Mount {
-                device: mangle(&devname),
-                mountpoint: mangle(&mountpoint),
+                device: devname,
+                mountpoint,
                 fstype,
                 options,
             });
@@ -870,18 +877,6 @@ fn sysctl_value(
     }
 }
 
-/// `/proc/mounts` escapes space, tab, newline and backslash in octal.
-fn mangle(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            ' ' | '\t' | '\n' | '\\' => out.push_str(&format!("\\{:03o}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 /// The generic part of a `/proc/mounts` option string (`show_sb_opts` + `show_mnt_opts`);
 /// filesystem-specific options (`size=`, `mode=`, ...) come from driver code and are absent.
 fn mount_options(mnt_flags: u32, sb_flags: u64) -> String {
@@ -995,6 +990,26 @@ mod tests {
                 ("ctl_table", "data") => 8,
                 ("ctl_table", "maxlen") => 0x10,
                 ("ctl_table", "proc_handler") => 0x18,
+                ("task_struct", "fs") => 0x68,
+                ("task_struct", "nsproxy") => 0x70,
+                ("nsproxy", "mnt_ns") => 0,
+                ("fs_struct", "root") => 0,
+                ("path", "mnt") => 0,
+                ("path", "dentry") => 8,
+                ("mnt_namespace", "list") => 0,
+                ("mount", "mnt_list") => 0,
+                ("mount", "mnt_parent") => 0x10,
+                ("mount", "mnt_mountpoint") => 0x18,
+                ("mount", "mnt") => 0x20,
+                ("mount", "mnt_devname") => 0x40,
+                ("vfsmount", "mnt_root") => 0,
+                ("vfsmount", "mnt_sb") => 8,
+                ("vfsmount", "mnt_flags") => 0x10,
+                ("super_block", "s_type") => 0,
+                ("super_block", "s_flags") => 8,
+                ("file_system_type", "name") => 0,
+                ("dentry", "d_name.name") => 0,
+                ("dentry", "d_parent") => 8,
                 _ => return None,
             })
         }
@@ -1097,6 +1112,68 @@ mod tests {
         };
         let (_, warnings) = view(&mem, &|_| None).sysctls().unwrap();
         assert!(warnings.iter().any(|w| w.contains("size 0")), "{warnings:?}");
+    }
+
+    /// Names are kept as the kernel holds them: escaping is the renderer's job, once (it
+    /// was escaped here and again when /proc/mounts was rendered).
+    #[test]
+    fn mount_names_are_extracted_unescaped() {
+        let mut mem = FlatMemory {
+            base: BASE,
+            bytes: vec![0; 0x1000],
+        };
+        let at = |offset: u64| BASE + offset;
+        let put_str = |mem: &mut FlatMemory, offset: u64, text: &str| {
+            let start = offset as usize;
+            mem.bytes[start..start + text.len()].copy_from_slice(text.as_bytes());
+            at(offset)
+        };
+        let (task, fs, nsproxy, ns) = (at(0x200), at(0x300), at(0x340), at(0x380));
+        let (root_mount, mount) = (at(0x400), at(0x480));
+        let (root_dentry, dir, mnt, mounted_root, sb, fs_type) =
+            (at(0x500), at(0x520), at(0x540), at(0x560), at(0x580), at(0x5a0));
+        mem.put_u64(BASE, task); // init_task.tasks -> pid 1 -> init_task
+        mem.put_u64(task, BASE);
+        mem.put_u64(task + 0x10, 1);
+        mem.put_u64(task + 0x68, fs);
+        mem.put_u64(task + 0x70, nsproxy);
+        mem.put_u64(fs, root_mount + 0x20); // fs.root = (root vfsmount, root dentry)
+        mem.put_u64(fs + 8, root_dentry);
+        mem.put_u64(nsproxy, ns);
+        mem.put_u64(ns, root_mount); // ns.list -> root mount -> mount -> ns
+        mem.put_u64(root_mount, mount);
+        mem.put_u64(mount, ns);
+        for (m, parent, mountpoint, root, devname) in [
+            (root_mount, root_mount, root_dentry, root_dentry, "/dev/root"),
+            (mount, root_mount, dir, mounted_root, "/dev/a b"),
+        ] {
+            mem.put_u64(m + 0x10, parent);
+            mem.put_u64(m + 0x18, mountpoint);
+            mem.put_u64(m + 0x20, root);
+            mem.put_u64(m + 0x28, sb);
+            let name = put_str(&mut mem, if m == mount { 0x700 } else { 0x680 }, devname);
+            mem.put_u64(m + 0x40, name);
+        }
+        // dentries: / (its own parent), /mnt, /mnt/<name>, and the mounted root.
+        let name = put_str(&mut mem, 0x800, "a b\tc\nd\\e");
+        for (dentry, name, parent) in [
+            (root_dentry, at(0x900), root_dentry),
+            (mnt, put_str(&mut mem, 0x880, "mnt"), root_dentry),
+            (dir, name, mnt),
+            (mounted_root, at(0x900), mounted_root),
+        ] {
+            mem.put_u64(dentry, name);
+            mem.put_u64(dentry + 8, parent);
+        }
+        mem.put_u64(sb, fs_type);
+        let ext4 = put_str(&mut mem, 0x980, "ext4");
+        mem.put_u64(fs_type, ext4);
+        let (mounts, _) = view(&mem, &|_| None).mounts().unwrap();
+        let names: Vec<(&str, &str)> = mounts
+            .iter()
+            .map(|m| (m.device.as_str(), m.mountpoint.as_str()))
+            .collect();
+        assert_eq!(names, [("/dev/root", "/"), ("/dev/a b", "/mnt/a b\tc\nd\\e")]);
     }
 
     #[test]

@@ -326,6 +326,8 @@ pub struct Module {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mount {
+    /// The device and mount point as the kernel holds them, unescaped: renderers of
+    /// `/proc/mounts` escape them with [`crate::octal_escape::escape`].
     pub device: String,
     pub mountpoint: String,
     pub fstype: String,
