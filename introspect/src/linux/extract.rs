@@ -1103,6 +1103,46 @@ mod tests {
         );
     }
 
+    /// Type information (BTF carved from guest RAM) claiming `task_struct.comm` is u32::MAX
+    /// bytes used to size the read's buffer: 4 GiB allocated before reading one byte.
+    #[test]
+    fn a_huge_member_size_is_an_error_not_an_allocation() {
+        struct HugeComm;
+        impl TypeInfo for HugeComm {
+            fn member_offset(&self, ty: &str, member: &str) -> Option<u64> {
+                Fixed.member_offset(ty, member)
+            }
+            fn struct_size(&self, ty: &str) -> Option<u64> {
+                Fixed.struct_size(ty)
+            }
+            fn member_size(&self, ty: &str, member: &str) -> Option<u64> {
+                match (ty, member) {
+                    ("task_struct", "comm") => Some(u32::MAX.into()),
+                    _ => Fixed.member_size(ty, member),
+                }
+            }
+            fn enum_value(&self, _: &str, _: &str) -> Option<i128> {
+                None
+            }
+        }
+        let mut mem = FlatMemory {
+            base: BASE,
+            bytes: vec![0; 0x1000],
+        };
+        mem.put_u64(BASE, BASE + 0x200); // init_task.tasks -> one task -> init_task
+        mem.put_u64(BASE + 0x200, BASE);
+        let view = KernelView {
+            types: &HugeComm,
+            ..view(&mem, &|_| None)
+        };
+        let (tasks, warnings) = skipped(view.tasks("6.1.0").unwrap());
+        assert!(tasks.is_empty());
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("task_struct.comm") && warnings[0].contains("4294967295 bytes"),
+            "{warnings:?}"
+        );
+    }
+
     /// A type source claiming `struct ctl_table` has size 0 divided by zero.
     #[test]
     fn zero_sized_ctl_table_is_an_error() {

@@ -12,6 +12,17 @@ use crate::virt::{VirtError, VirtualMemory};
 /// and mounts, modules and interfaces are far fewer.
 pub const MAX_LIST_LEN: usize = 1 << 22;
 
+/// Longest single read: the largest area the walk reads in one piece is a process's
+/// environment, which it caps at 2 MiB; no kernel struct or array it reads comes near.
+pub const MAX_READ: usize = 4 << 20;
+
+/// Longest string stored inline in a struct: those the walk reads (`comm` 16, utsname fields
+/// 65, module names 56, interface names 16, CPU model names 64 bytes) are far below a page, so
+/// a bigger size comes from corrupt or hostile type information.
+pub const MAX_INLINE_STRING: usize = 4096;
+
+const PAGE: usize = 4096;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     #[error("reading {what}: {source}")]
@@ -29,6 +40,16 @@ pub enum ReadError {
     },
     #[error("{what}: the list at {head:#x} has more than {limit} entries (corrupt or hostile list)")]
     TooLong { what: String, head: u64, limit: usize },
+    #[error(
+        "{what} at {vaddr:#x}: {len} bytes is more than the {limit} such a read can be \
+         (corrupt or hostile type information or length)"
+    )]
+    TooLarge {
+        what: String,
+        vaddr: u64,
+        len: usize,
+        limit: usize,
+    },
 }
 
 pub type ReadResult<T> = Result<T, ReadError>;
@@ -47,12 +68,24 @@ impl<'a> KernelReader<'a> {
         self.vm
     }
 
+    /// `len` bytes at `vaddr`, at most [`MAX_READ`]. Read page by page, so memory grows only
+    /// with what the image holds, whatever `len` claims.
     pub fn bytes(&self, vaddr: u64, len: usize, what: &str) -> ReadResult<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        self.vm.read_virt(vaddr, &mut buf).map_err(|source| ReadError::Virt {
-            what: format!("{what} at {vaddr:#x}"),
-            source,
-        })?;
+        at_most(len, MAX_READ, vaddr, what)?;
+        let mut buf = Vec::with_capacity(len.min(PAGE));
+        let mut addr = vaddr;
+        while buf.len() < len {
+            let start = buf.len();
+            let room = (PAGE - (addr % PAGE as u64) as usize).min(len - start);
+            buf.resize(start + room, 0);
+            self.vm
+                .read_virt(addr, &mut buf[start..])
+                .map_err(|source| ReadError::Virt {
+                    what: format!("{what} at {vaddr:#x}"),
+                    source,
+                })?;
+            addr = addr.wrapping_add(room as u64);
+        }
         Ok(buf)
     }
 
@@ -90,6 +123,7 @@ impl<'a> KernelReader<'a> {
 
     /// A string stored inline in a fixed-size array (e.g. `comm[16]`, `utsname.release`).
     pub fn inline_string(&self, vaddr: u64, len: usize, what: &str) -> ReadResult<String> {
+        at_most(len, MAX_INLINE_STRING, vaddr, what)?;
         let b = self.bytes(vaddr, len, what)?;
         let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
         Ok(String::from_utf8_lossy(&b[..end]).into_owned())
@@ -152,6 +186,19 @@ impl<'a> KernelReader<'a> {
     }
 }
 
+/// Refuses a read of `len` bytes longer than `limit`, naming what and where.
+fn at_most(len: usize, limit: usize, vaddr: u64, what: &str) -> ReadResult<()> {
+    if len > limit {
+        return Err(ReadError::TooLarge {
+            what: what.to_owned(),
+            vaddr,
+            len,
+            limit,
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -199,6 +246,34 @@ pub(crate) mod tests {
         mem.put_u64(b + 16, 0);
         let r = KernelReader::new(&mem);
         assert_eq!(r.chain(a, 16, "c").unwrap(), vec![a, b]);
+    }
+
+    #[test]
+    fn reads_are_bounded_by_the_limit_and_the_image() {
+        let base = 0xffff_8880_0000_0000;
+        let mem = FlatMemory {
+            base,
+            bytes: (0..8192u32).map(|i| i as u8).collect(),
+        };
+        let r = KernelReader::new(&mem);
+        // Across a page boundary, as one read did.
+        assert_eq!(
+            r.bytes(base + 4090, 12, "x").unwrap(),
+            (4090..4102u32).map(|i| i as u8).collect::<Vec<_>>()
+        );
+        let err = r.bytes(base, MAX_READ + 1, "x").unwrap_err();
+        assert!(
+            matches!(err, ReadError::TooLarge { len, .. } if len == MAX_READ + 1),
+            "{err}"
+        );
+        let err = r.inline_string(base, u32::MAX as usize, "module.name").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("module.name at 0xffff888000000000: 4294967295 bytes"),
+            "{err}"
+        );
+        // Within the limit but past the image: fails at the first unmapped page.
+        assert!(matches!(r.bytes(base, MAX_READ, "x"), Err(ReadError::Virt { .. })));
     }
 
     #[test]
