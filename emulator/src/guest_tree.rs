@@ -23,7 +23,9 @@ use std::path::{Path, PathBuf};
 use nix::mount::{MntFlags, MsFlags};
 use serde::Serialize;
 
-pub use fstab::{FstabEntry, Source, device_name, disk_index, normalize_mount_point, parse as parse_fstab};
+pub use fstab::{
+    FstabEntry, Source, device_name, disk_index, normalize_mount_point, parse as parse_fstab, source as fstab_source,
+};
 
 use crate::disk::{DiskError, GuestDisk, OsRelease, ReadOnlyMount, open_in_root, read_in_root};
 
