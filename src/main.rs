@@ -1357,19 +1357,7 @@ fn pend(args: PendArgs) -> Result<()> {
     // The timeout only matters to `deliver`, which takes its own.
     let options = restore_options(&args.image, &args.channel, args.agent, 0)?;
     let key = applier::restore::pend(args.channel.toolstack().as_ref(), &options)?;
-    let d = &options.delivery;
-    let deliver_args = [
-        "--bundle".to_owned(),
-        d.bundle.display().to_string(),
-        "--key".to_owned(),
-        args.channel.key.display().to_string(),
-        "--agent".to_owned(),
-        d.agent.to_string(),
-        "--dom0-addr".to_owned(),
-        d.dom0.to_string(),
-        "--port".to_owned(),
-        d.port.to_string(),
-    ];
+    let deliver_args = options.delivery.deliver_args();
     let mut out = Stdout::lock();
     if args.json {
         let json = serde_json::json!({

@@ -62,6 +62,31 @@ impl DeliveryOptions {
             port: Some(self.port),
         }
     }
+
+    /// `dormouse deliver`'s arguments for these options, after `--domain D`.
+    pub fn deliver_args(&self) -> Vec<String> {
+        [
+            ("--bundle", self.bundle.display().to_string()),
+            ("--key", self.key_path.display().to_string()),
+            ("--agent", self.agent.to_string()),
+            ("--dom0-addr", self.dom0.to_string()),
+            ("--port", self.port.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(flag, value)| [flag.to_owned(), value])
+        .collect()
+    }
+}
+
+/// An error about domain `domid` before its vifs were isolated: restored paused (it must not
+/// be unpaused as it is), or running and left as it was.
+fn before_isolation(domid: u32, paused: bool, what: &str, detail: String) -> RestoreError {
+    let what = what.to_owned();
+    if paused {
+        RestoreError::Paused { domid, what, detail }
+    } else {
+        RestoreError::Untouched { domid, what, detail }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -373,11 +398,7 @@ pub fn restore(
         domid,
         seconds: restore_s,
     });
-    let paused = |what: &str, detail: String| RestoreError::Paused {
-        domid,
-        what: what.to_owned(),
-        detail,
-    };
+    let paused = |what: &str, detail: String| before_isolation(domid, true, what, detail);
     let domain_uuid = toolstack
         .domain_uuid(domid)
         .map_err(|e| paused("reading the restored domain's UUID", e.to_string()))?;
@@ -413,11 +434,7 @@ pub fn deliver(
 ) -> Result<Outcome, RestoreError> {
     let started = Instant::now();
     let (bundle_id, guest) = verified(options)?;
-    let untouched = |what: &str, detail: String| RestoreError::Untouched {
-        domid,
-        what: what.to_owned(),
-        detail,
-    };
+    let untouched = |what: &str, detail: String| before_isolation(domid, false, what, detail);
     let uuid = toolstack
         .domain_uuid(domid)
         .map_err(|e| untouched("reading the domain's UUID", e.to_string()))?;
@@ -471,21 +488,7 @@ fn isolate_and_deliver(
         pending,
         bundle_id,
     } = domain;
-    let before_isolation = |what: &str, detail: String| {
-        if paused {
-            RestoreError::Paused {
-                domid,
-                what: what.to_owned(),
-                detail,
-            }
-        } else {
-            RestoreError::Untouched {
-                domid,
-                what: what.to_owned(),
-                detail,
-            }
-        }
-    };
+    let before_isolation = |what: &str, detail: String| before_isolation(domid, paused, what, detail);
     let allow = options.allow();
     let t = Instant::now();
     let vifs = toolstack
@@ -504,14 +507,7 @@ fn isolate_and_deliver(
         allow: &allow,
     });
 
-    let deliver_again = format!(
-        "dormouse deliver --domain {domid} --bundle {} --key {} --agent {} --dom0-addr {} --port {}",
-        options.bundle.display(),
-        options.key_path.display(),
-        options.agent,
-        options.dom0,
-        options.port
-    );
+    let deliver_again = format!("dormouse deliver --domain {domid} {}", options.deliver_args().join(" "));
     let stranded = |failure: String, report: Option<serde_json::Value>| {
         RestoreError::Stranded(Box::new(Stranded {
             domid,
