@@ -220,10 +220,11 @@ struct ImageArgs {
     /// content), or `domain:DOMID` for a live Xen domain: pause it first (`xl pause`), since a
     /// running guest changes under the reader (needs the `xen` feature, in dom0).
     image: PathBuf,
-    /// The guest's disk (PATH or PATH:PARTITION), read-only: profile files are taken from its
-    /// /boot/System.map-<release> and /boot/vmlinuz-<release> when they are real.
-    #[arg(long, value_name = "DISK[:PART]")]
-    disk: Option<String>,
+    /// A guest disk (PATH, or PATH:N to name the root partition), read-only; repeat for each
+    /// disk. Profile files are taken from /boot/System.map-<release> and
+    /// /boot/vmlinuz-<release> as the guest's fstab mounts them, when they are real.
+    #[arg(long = "disk", value_name = "DISK[:PART]")]
+    disks: Vec<String>,
     /// The running kernel's System.map (checked against the kallsyms in memory when present).
     #[arg(long, value_name = "FILE")]
     system_map: Option<PathBuf>,
@@ -455,11 +456,26 @@ fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
 
 fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Option<introspect::DomainConfig>)> {
     let mem = args.open()?;
+    let disks: Vec<_> = args
+        .disks
+        .iter()
+        .map(|d| emulator::emulate::DiskArg::parse(d))
+        .collect();
+    let snapshot = snapshot_of(args, mem.as_ref(), &disks)?;
+    Ok((snapshot, mem.domain_config().cloned()))
+}
+
+/// Introspects `mem` with the profile files IMAGE's flags name and those on `disks`.
+fn snapshot_of(
+    args: &ImageArgs,
+    mem: &dyn introspect::PhysMemory,
+    disks: &[emulator::emulate::DiskArg],
+) -> Result<GuestSnapshot> {
     let mut files = ProfileFiles::default();
-    if let Some(disk) = &args.disk {
-        let release = introspect::linux::kernel_release(mem.as_ref())
+    if !disks.is_empty() {
+        let release = introspect::linux::kernel_release(mem)
             .with_context(|| format!("{}: no kernel release in memory to pick /boot files by", args.source()))?;
-        profile_from_disk(disk, &release, &mut files)?;
+        profile_from_disks(disks, &release, &mut files)?;
     }
     if let Some(path) = &args.system_map {
         files.system_map = Some(read_system_map(path)?);
@@ -474,8 +490,7 @@ fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Option<intros
     if let Some(path) = &args.isf {
         files.isf = Some((path.display().to_string(), introspect::Isf::open(path)?));
     }
-    let snapshot = introspect::linux::snapshot(mem.as_ref(), &files)?;
-    Ok((snapshot, mem.domain_config().cloned()))
+    Ok(introspect::linux::snapshot(mem, &files)?)
 }
 
 fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbols)> {
@@ -484,52 +499,35 @@ fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbol
     Ok((path.display().to_string(), symbols))
 }
 
-/// Reads the guest's own /boot files for `release` from its disk, read-only. Debian installs a
-/// placeholder System.map (the real one is in the -dbg package): such a file is skipped.
-fn profile_from_disk(disk: &str, release: &str, files: &mut ProfileFiles) -> Result<()> {
-    let (path, partition) = emulator::disk::disk_and_partition(disk);
-    let guest = GuestDisk::open(&path)?;
+/// Reads the guest's own /boot files for `release` from its disks, read-only, where its fstab
+/// mounts /boot. Debian installs a placeholder System.map (the real one is in the -dbg
+/// package): such a file is skipped.
+fn profile_from_disks(disks: &[emulator::emulate::DiskArg], release: &str, files: &mut ProfileFiles) -> Result<()> {
     let scratch = tempfile_dir()?;
-    let number = match partition {
-        Some(n) => n,
-        None => match guest.find_root(scratch.path())? {
-            Some((n, _)) => n,
-            None => bail!(
-                "{}: no partition holds a root filesystem; name one with {disk}:N",
-                path.display()
-            ),
-        },
-    };
-    let mount = guest.mount(number, scratch.path())?;
-    let root = mount.open_root()?;
-    let boot = |name: String| emulator::disk::read_in_root(&root, mount.target(), &name, 512 << 20);
-    let label = |name: &str| format!("{name} on {}:{number}", path.display());
-    let mut found = false;
-    if let Ok(bytes) = boot(format!("boot/System.map-{release}")) {
-        found = true;
-        let text = String::from_utf8_lossy(&bytes);
+    let boot = emulator::boot_files::read_boot_files(disks, release, scratch.path())?;
+    for note in &boot.notes {
+        eprintln!("dormouse: reading /boot: {note}");
+    }
+    if let Some(map) = &boot.system_map {
+        let text = String::from_utf8_lossy(&map.bytes);
         match introspect::Symbols::from_system_map(&text) {
-            Ok(symbols) if symbols.len() > 1 => {
-                files.system_map = Some((label(&format!("/boot/System.map-{release}")), symbols));
-            }
-            _ => eprintln!("dormouse: /boot/System.map-{release} on the disk is a placeholder; using memory"),
+            Ok(symbols) if symbols.len() > 1 => files.system_map = Some((map.label.clone(), symbols)),
+            _ => eprintln!("dormouse: {} is a placeholder; using memory", map.label),
         }
     }
-    if let Ok(bytes) = boot(format!("boot/vmlinuz-{release}")) {
-        found = true;
-        let name = format!("/boot/vmlinuz-{release}");
-        let btf = introspect::KernelImage::from_bytes(PathBuf::from(label(&name)), bytes)
+    if let Some(vmlinuz) = boot.vmlinuz {
+        let label = vmlinuz.label;
+        let btf = introspect::KernelImage::from_bytes(PathBuf::from(&label), vmlinuz.bytes)
             .map_err(anyhow::Error::from)
             .and_then(|image| image.btf().map_err(anyhow::Error::from));
         match btf {
-            Ok(btf) => files.btf = Some((format!("BTF of {}", label(&name)), btf)),
-            Err(e) => eprintln!("dormouse: {name} on the disk gives no BTF ({e:#}); using memory"),
+            Ok(btf) => files.btf = Some((format!("BTF of {label}"), btf)),
+            Err(e) => eprintln!("dormouse: {label} gives no BTF ({e:#}); using memory"),
         }
-    }
-    if !found {
+    } else if boot.system_map.is_none() {
         eprintln!(
-            "dormouse: {}:{number} has neither /boot/System.map-{release} nor /boot/vmlinuz-{release}; using memory",
-            path.display()
+            "dormouse: {} has neither /boot/System.map-{release} nor /boot/vmlinuz-{release}; using memory",
+            boot.boot_volume
         );
     }
     Ok(())
@@ -757,16 +755,19 @@ fn emulate(args: EmulateArgs) -> Result<i32> {
     let snapshot_started = std::time::Instant::now();
     let snapshot = match &args.image {
         Some(image) => {
-            let (snapshot, config) = snapshot_and_config(&ImageArgs {
+            let image_args = ImageArgs {
                 image: image.clone(),
-                disk: args.disks.first().cloned(),
+                disks: Vec::new(),
                 system_map: args.system_map.clone(),
                 kernel: args.kernel.clone(),
                 isf: args.isf.clone(),
-            })?;
+            };
+            let mem = image_args.open()?;
             if disks.is_empty() {
-                disks = disks_from_image_config(image, config.as_ref())?;
+                disks = disks_from_image_config(image, mem.domain_config())?;
             }
+            // All the disks, so that a /boot on another disk than the first is found.
+            let snapshot = snapshot_of(&image_args, mem.as_ref(), &disks)?;
             emulator::emulate::SnapshotSource::Image(Box::new(snapshot))
         }
         None => emulator::emulate::SnapshotSource::Synthesize {

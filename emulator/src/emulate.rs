@@ -56,6 +56,24 @@ impl DiskArg {
     }
 }
 
+/// Opens `disks` read-only (qcow2 exported under `export_dir`) and says which volume is the
+/// root: the last `PATH:N` given, or found by content.
+pub(crate) fn attach(disks: &[DiskArg], export_dir: &Path) -> Result<(Vec<AttachedDisk>, RootChoice), DiskError> {
+    let mut attached = Vec::new();
+    let mut root = RootChoice::Auto;
+    for (index, arg) in disks.iter().enumerate() {
+        let disk = GuestDisk::open_as(&arg.path, arg.format, export_dir)?;
+        if let Some(partition) = arg.root_partition {
+            root = RootChoice::Volume { disk: index, partition };
+        }
+        attached.push(AttachedDisk {
+            disk,
+            vdev: arg.vdev.clone(),
+        });
+    }
+    Ok((attached, root))
+}
+
 /// Where the guest's /proc comes from.
 #[derive(Debug, Clone)]
 pub enum SnapshotSource {
@@ -104,18 +122,7 @@ pub fn emulate_with<T>(
     let started = std::time::Instant::now();
     let mut run_dir = RunDir::create(state_dir, &options.command)?;
     let export_dir = run_dir.subdir("export")?;
-    let mut attached = Vec::new();
-    let mut root = RootChoice::Auto;
-    for (index, arg) in disks.iter().enumerate() {
-        let disk = GuestDisk::open_as(&arg.path, arg.format, &export_dir)?;
-        if let Some(partition) = arg.root_partition {
-            root = RootChoice::Volume { disk: index, partition };
-        }
-        attached.push(AttachedDisk {
-            disk,
-            vdev: arg.vdev.clone(),
-        });
-    }
+    let (attached, root) = attach(disks, &export_dir)?;
     let tree = GuestTree::mount(&attached, root, &run_dir.path.join("lower"))?;
     let (snapshot, source) = match snapshot {
         SnapshotSource::Image(s) => (*s, "image"),

@@ -30,6 +30,9 @@ const MEMBER_BUDGET: usize = 1 << 16;
 const POINTER_SIZE: u64 = 8;
 /// Largest blob [`find_kernel_btf`] reads: 6.x distribution kernels have 4–8 MiB.
 const MAX_CARVED_LEN: u64 = 128 << 20;
+/// Plausible headers [`find_kernel_btf`] reads and parses before giving up: each may cost
+/// `MAX_CARVED_LEN`, and a guest can plant as many as it likes.
+const MAX_CARVE_CANDIDATES: usize = 8;
 
 /// The kind of a BTF type (`BTF_KIND_*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -937,6 +940,7 @@ pub struct CarvedBtf {
 pub fn find_kernel_btf(mem: &dyn PhysMemory) -> Option<CarvedBtf> {
     const PREFIX: [u8; 3] = [0x9f, 0xeb, 0x01];
     let finder = memchr::memmem::Finder::new(&PREFIX);
+    let mut candidates = 0;
     for range in mem.present_ranges() {
         for pfn in range {
             let Some(page) = mem.page(pfn) else { continue };
@@ -948,8 +952,15 @@ pub fn find_kernel_btf(mem: &dyn PhysMemory) -> Option<CarvedBtf> {
                 .filter(|&i| page.get(i..).is_some_and(|tail| PREFIX.starts_with(tail)))
                 .map(|i| i as u64);
             for off in hits.chain(straddling) {
-                if let Some(found) = try_candidate(mem, base + off) {
-                    return Some(found);
+                match try_candidate(mem, base + off) {
+                    Candidate::Found(found) => return Some(*found),
+                    Candidate::Rejected => {
+                        candidates += 1;
+                        if candidates >= MAX_CARVE_CANDIDATES {
+                            return None;
+                        }
+                    }
+                    Candidate::Implausible => {}
                 }
             }
         }
@@ -957,11 +968,21 @@ pub fn find_kernel_btf(mem: &dyn PhysMemory) -> Option<CarvedBtf> {
     None
 }
 
-fn try_candidate(mem: &dyn PhysMemory, paddr: u64) -> Option<CarvedBtf> {
+enum Candidate {
+    Found(Box<CarvedBtf>),
+    /// The header's shape is wrong: cheap to see, not counted.
+    Implausible,
+    /// Read and parsed, and not the kernel's.
+    Rejected,
+}
+
+fn try_candidate(mem: &dyn PhysMemory, paddr: u64) -> Candidate {
     let mut hdr = [0u8; HEADER_LEN];
-    mem.read_phys(paddr, &mut hdr).ok()?;
-    let field = |i: usize| le32(&hdr, i);
-    let (hdr_len, type_off, type_len, str_off, str_len) = (field(4)?, field(8)?, field(12)?, field(16)?, field(20)?);
+    if mem.read_phys(paddr, &mut hdr).is_err() {
+        return Candidate::Implausible;
+    }
+    let field = |i: usize| le32(&hdr, i).unwrap_or(0);
+    let (hdr_len, type_off, type_len, str_off, str_len) = (field(4), field(8), field(12), field(16), field(20));
     let plausible = hdr[..4] == [0x9f, 0xeb, 0x01, 0x00]
         && hdr_len as usize == HEADER_LEN
         && type_off == 0
@@ -969,25 +990,24 @@ fn try_candidate(mem: &dyn PhysMemory, paddr: u64) -> Option<CarvedBtf> {
         && type_len % 4 == 0
         && str_off == type_len
         && str_len > 0;
-    if !plausible {
-        return None;
-    }
     let total = HEADER_LEN as u64 + u64::from(type_len) + u64::from(str_len);
-    if total > MAX_CARVED_LEN {
-        return None;
+    if !plausible || total > MAX_CARVED_LEN {
+        return Candidate::Implausible;
     }
     let mut edge = [0u8; 1];
     let str_at = paddr + HEADER_LEN as u64 + u64::from(str_off);
     for at in [str_at, paddr + total - 1] {
-        mem.read_phys(at, &mut edge).ok()?;
-        if edge[0] != 0 {
-            return None;
+        if mem.read_phys(at, &mut edge).is_err() || edge[0] != 0 {
+            return Candidate::Implausible;
         }
     }
     let mut blob = vec![0u8; total as usize];
-    mem.read_phys(paddr, &mut blob).ok()?;
+    if mem.read_phys(paddr, &mut blob).is_err() {
+        return Candidate::Rejected;
+    }
     let origin = format!("{}: guest-physical {paddr:#x}", mem.path().display());
-    let btf = Btf::parse(origin, blob).ok()?;
-    btf.find_struct("task_struct")?;
-    Some(CarvedBtf { paddr, btf })
+    match Btf::parse(origin, blob) {
+        Ok(btf) if btf.find_struct("task_struct").is_some() => Candidate::Found(Box::new(CarvedBtf { paddr, btf })),
+        _ => Candidate::Rejected,
+    }
 }

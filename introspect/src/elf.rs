@@ -373,7 +373,16 @@ impl XenCore {
         m2p.dedup_by_key(|e| e.0);
 
         let mut vcpus = Vec::new();
-        if let Some(pr) = elf.section(".xen_prstatus") {
+        let prstatus = elf.section(".xen_prstatus");
+        if prstatus.is_none() && nr_vcpus > 0 {
+            // Without it no vCPU state, no page-table root: say so here, not as "no kernel".
+            return Err(bad(
+                p,
+                0,
+                format!("dump-core header says {nr_vcpus} vCPUs, but there is no .xen_prstatus section"),
+            ));
+        }
+        if let Some(pr) = prstatus {
             if elf.machine == EM_386 {
                 return Err(Error::Unsupported {
                     path,

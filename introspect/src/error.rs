@@ -35,7 +35,7 @@ pub enum Error {
     },
     /// No known magic at the start of the file.
     #[error(
-        "{}: not a recognised memory image (first bytes: {magic}); expected an `xl save` image or an \
+        "{}: not a recognised memory image (its first bytes, at offset 0: {magic}); expected an `xl save` image or an \
          ELF core (xl dump-core, QEMU dump-guest-memory, kdump); a flat physical memory dump must be \
          opened explicitly as raw",
         path.display()

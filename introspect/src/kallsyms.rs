@@ -42,6 +42,10 @@ const DIGIT_TOKENS: &[u8; 20] = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009
 /// How far below the token table the markers and names are looked for when carving:
 /// `kallsyms_seqs_of_names` (3 bytes per symbol) plus markers plus names of a large kernel.
 const CARVE_BACK_WINDOW: u64 = 24 << 20;
+/// Digit-token runs [`carve_kallsyms`] tries before giving up: a kernel has one token table,
+/// and each try may read `CARVE_BACK_WINDOW`, so a guest planting runs must not buy unbounded
+/// work.
+const MAX_CARVE_CANDIDATES: usize = 64;
 /// Chunk size for sequential reads and for the signature scan.
 const CHUNK: usize = 1 << 20;
 
@@ -836,6 +840,13 @@ pub fn carve_kallsyms(
                 break;
             }
             hits += 1;
+            if hits > MAX_CARVE_CANDIDATES {
+                return Err(not_found(format!(
+                    "more than {MAX_CARVE_CANDIDATES} digit-token runs, none led to valid tables (the last at \
+                     {:#x}); giving up",
+                    chunk_start + hit as u64
+                )));
+            }
             let digits = chunk_start + hit as u64;
             match carve_at(mem, digits, opts) {
                 Ok(found) => return Ok(found),

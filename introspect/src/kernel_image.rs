@@ -314,12 +314,14 @@ fn parse_sections(path: &Path, elf: &[u8]) -> Result<Vec<Section>> {
     if shentsize != 64 {
         return Err(bad(path, 0x3a, format!("section header size {shentsize} is not 64")));
     }
-    // Extended numbering: counts that do not fit 16 bits live in section header 0.
+    // Extended numbering: counts that do not fit 16 bits live in section header 0. `shoff` is
+    // the file's word: near u64::MAX, `shoff + 0x28` wraps.
+    let header0 = |field: u64| shoff.checked_add(field);
     if shnum == 0 {
-        shnum = need(le_u64(elf, shoff + 0x20), shoff)?;
+        shnum = need(header0(0x20).and_then(|at| le_u64(elf, at)), shoff)?;
     }
     if shstrndx == 0xffff {
-        shstrndx = need(le_u32(elf, shoff + 0x28).map(u64::from), shoff)?;
+        shstrndx = need(header0(0x28).and_then(|at| le_u32(elf, at)).map(u64::from), shoff)?;
     }
     if shnum > MAX_SECTIONS {
         return Err(bad(path, 0x3c, format!("{shnum} sections (more than {MAX_SECTIONS})")));
@@ -370,4 +372,34 @@ fn parse_sections(path: &Path, elf: &[u8]) -> Result<Vec<Section>> {
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 64-byte ELF header (64-bit, little-endian) with the section-table fields given.
+    fn elf_header(shoff: u64, shnum: u16, shstrndx: u16) -> Vec<u8> {
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[4] = 2;
+        elf[5] = 1;
+        elf[0x28..0x30].copy_from_slice(&shoff.to_le_bytes());
+        elf[0x3a..0x3c].copy_from_slice(&64u16.to_le_bytes());
+        elf[0x3c..0x3e].copy_from_slice(&shnum.to_le_bytes());
+        elf[0x3e..0x40].copy_from_slice(&shstrndx.to_le_bytes());
+        elf
+    }
+
+    #[test]
+    fn extended_section_numbering_at_the_end_of_the_address_space_is_an_error() {
+        for (shnum, shstrndx) in [(0, 0), (1, 0xffff)] {
+            let elf = elf_header(u64::MAX - 8, shnum, shstrndx);
+            let err = KernelImage::from_bytes("vmlinux", elf).unwrap_err().to_string();
+            assert!(
+                err.contains("vmlinux") && err.contains(&format!("{:#x}", u64::MAX - 8)),
+                "{err}"
+            );
+        }
+    }
 }

@@ -216,15 +216,34 @@ impl DirectMap {
     }
 }
 
+/// What the image records of each vCPU's paging state, for errors.
+fn describe_vcpus(vcpus: &[VcpuState]) -> String {
+    const SHOWN: usize = 4;
+    if vcpus.is_empty() {
+        return "the image records no vCPU state".into();
+    }
+    let hex = |v: Option<u64>| v.map_or("not recorded".to_owned(), |v| format!("{v:#x}"));
+    let mut text: Vec<String> = vcpus
+        .iter()
+        .take(SHOWN)
+        .map(|v| format!("vCPU {}: CR0 {}, CR3 {}", v.id, hex(v.cr0), hex(v.cr3)))
+        .collect();
+    if vcpus.len() > SHOWN {
+        text.push(format!("{} more", vcpus.len() - SHOWN));
+    }
+    text.join("; ")
+}
+
 /// Why the kernel's address space could not be set up from an image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PagingError {
     #[error(
-        "{}: no vCPU has paging enabled with a page-table root (CR0.PG clear or CR3 not recorded); \
-         the guest was not running a 64-bit kernel when the image was taken",
+        "{}: no vCPU has paging enabled with a page-table root (CR0.PG clear or CR3 not recorded; \
+         {recorded}); the guest was not running a 64-bit kernel when the image was taken, or its \
+         vCPU records are damaged",
         path.display()
     )]
-    NoPagingVcpu { path: PathBuf },
+    NoPagingVcpu { path: PathBuf, recorded: String },
     #[error(
         "{}: vCPU {vcpu} is not in long mode (EFER {efer:#x}, LMA clear); only x86-64 guests are supported",
         path.display()
@@ -916,7 +935,10 @@ pub fn detect_kernel_root(mem: &dyn PhysMemory) -> Result<KernelRoot, PagingErro
         .iter()
         .filter(|v| v.paging_enabled() != Some(false))
         .find_map(|v| Some((v, v.root_table_pfn?)))
-        .ok_or_else(|| PagingError::NoPagingVcpu { path: path() })?;
+        .ok_or_else(|| PagingError::NoPagingVcpu {
+            path: path(),
+            recorded: describe_vcpus(mem.vcpus()),
+        })?;
     if let Some(efer) = vcpu.efer
         && efer & EFER_LMA == 0
     {

@@ -456,6 +456,9 @@ impl XlSaveImage {
         loop {
             let (rtype, length, body, mut next) = self.record_header(off, "libxl")?;
             self.push_record(StreamLayer::Libxl, rtype, off, length)?;
+            if rtype == 0 && length != 0 {
+                return Err(self.bad(off, format!("libxl END record has length {length}, expected 0")));
+            }
             match rtype {
                 0 if seen_libxc => return Ok(()),
                 0 => return Err(self.bad(off, "libxl END before any LIBXC_CONTEXT: the image holds no memory")),
@@ -551,6 +554,10 @@ impl XlSaveImage {
                 return Err(self.bad(off, format!("libxc record length {length} exceeds Xen's 128 MiB limit")));
             }
             match rtype {
+                // A misread length upstream lands on zeros that read as END; a real END is empty.
+                rec::END if length != 0 => {
+                    return Err(self.bad(off, format!("libxc END record has length {length}, expected 0")));
+                }
                 rec::END => return Ok(next),
                 rec::PAGE_DATA => self.read_page_data(off, body, length, scan)?,
                 rec::X86_PV_INFO => self.read_pv_info(body, length)?,
@@ -731,7 +738,8 @@ impl XlSaveImage {
     }
 
     fn decode_vcpus(&self, pv_vcpus: &[(u32, u64, u64)]) -> Result<Vec<VcpuState>> {
-        let mut vcpus: Vec<VcpuState> = Vec::new();
+        // By id: a later context replaces an earlier one, like the restorer, in O(log n) each.
+        let mut vcpus: std::collections::BTreeMap<u32, VcpuState> = std::collections::BTreeMap::new();
         match self.domain_type {
             XenDomainType::X86Pv => {
                 let width = self.pv_info.map(|i| i.guest_width);
@@ -751,8 +759,7 @@ impl XlSaveImage {
                     }
                     let v =
                         pv64_vcpu(&self.data, ctx, id, Some).ok_or_else(|| self.bad(ctx, "truncated vCPU context"))?;
-                    vcpus.retain(|o| o.id != id);
-                    vcpus.push(v);
+                    vcpus.insert(id, v);
                 }
             }
             XenDomainType::X86Hvm => {
@@ -766,13 +773,20 @@ impl XlSaveImage {
                     }
                     let v = hvm_vcpu(&self.data, e.offset, u32::from(e.instance))
                         .ok_or_else(|| self.bad(e.offset, "truncated hvm_hw_cpu"))?;
-                    vcpus.retain(|o| o.id != v.id);
-                    vcpus.push(v);
+                    vcpus.insert(v.id, v);
                 }
             }
         }
-        vcpus.sort_by_key(|v| v.id);
-        Ok(vcpus)
+        if vcpus.is_empty() {
+            // Every save holds its vCPUs' contexts; without them there is no page-table root.
+            let end = self.records.last().map_or(0, |r| r.offset);
+            let wanted = match self.domain_type {
+                XenDomainType::X86Pv => "X86_PV_VCPU_BASIC record",
+                XenDomainType::X86Hvm => "CPU entry in HVM_CONTEXT",
+            };
+            return Err(self.bad(end, format!("the stream ends here without any {wanted}")));
+        }
+        Ok(vcpus.into_values().collect())
     }
 
     /// The fixed xl header.

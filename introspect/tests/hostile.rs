@@ -57,6 +57,10 @@ fn synthetic_save() -> Vec<u8> {
     );
     rec(&mut f, 0x01, &page_data(&[(0x1, 5, Some(0xcc)), (0xf, 6, None)]));
     rec(&mut f, 0x8000_1234, b"optional, skipped");
+    // X86_PV_VCPU_BASIC: vCPU 0, a zeroed 64-bit context.
+    let mut vcpu = vec![0u8; 8];
+    vcpu.extend([0u8; 5168]);
+    rec(&mut f, 0x04, &vcpu);
     rec(&mut f, 0, &[]);
     rec(&mut f, 0, &[]);
     f
@@ -70,7 +74,7 @@ fn later_page_data_wins_and_xtab_removes() {
     assert_eq!(img.page(7), None);
     assert_eq!(img.page_count(), 1);
     assert_eq!(img.page_type_counts()[0xf], 2);
-    assert_eq!(img.records().len(), 7);
+    assert_eq!(img.records().len(), 8);
     assert_eq!(img.records()[4].name(), "UNKNOWN");
     let cfg = img.config().unwrap();
     assert_eq!(cfg.name.as_deref(), Some("syn"));
@@ -78,6 +82,21 @@ fn later_page_data_wins_and_xtab_removes() {
     assert_eq!(cfg.nics[0].bridge.as_deref(), Some("xenbr0"));
     let err = img.read_phys(0x6000, &mut [0; 1]).unwrap_err();
     assert!(matches!(err, Error::NotPresent { paddr: 0x6000, .. }), "{err}");
+}
+
+/// A stream whose vCPU records are gone (a length misread upstream ends it early, say) is
+/// refused where it ends, not opened to fail later as "no kernel".
+#[test]
+fn a_save_without_vcpu_contexts_is_refused_where_its_stream_ends() {
+    let mut stream = synthetic_save();
+    let vcpu_record = stream.len() - 16 - 8 - 5176;
+    stream.drain(vcpu_record..vcpu_record + 8 + 5176);
+    let err = XlSaveImage::from_bytes("novcpu.save", stream)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("without any X86_PV_VCPU_BASIC record"), "{err}");
+    assert!(err.starts_with("novcpu.save: at byte offset 0x"), "{err}");
 }
 
 #[test]
@@ -277,4 +296,77 @@ fn unknown_format_is_named() {
     );
     let missing = open_memory("/nonexistent/dormouse.save").err().unwrap();
     assert!(missing.to_string().contains("/nonexistent/dormouse.save"), "{missing}");
+}
+
+/// Counts the pages a search reads, to measure the work a guest can make it do.
+struct CountingMemory {
+    inner: introspect::RawMemory,
+    pages_read: std::sync::atomic::AtomicUsize,
+}
+
+impl PhysMemory for CountingMemory {
+    fn path(&self) -> &std::path::Path {
+        self.inner.path()
+    }
+    fn format(&self) -> introspect::ImageFormat {
+        self.inner.format()
+    }
+    fn guest_kind(&self) -> introspect::GuestKind {
+        self.inner.guest_kind()
+    }
+    fn page(&self, pfn: u64) -> Option<&[u8]> {
+        self.pages_read.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.page(pfn)
+    }
+    fn present_ranges(&self) -> Box<dyn Iterator<Item = std::ops::Range<u64>> + '_> {
+        self.inner.present_ranges()
+    }
+    fn vcpus(&self) -> &[introspect::VcpuState] {
+        self.inner.vcpus()
+    }
+}
+
+/// Headers that look like a kernel's .BTF, each claiming a 256 KiB blob that holds no
+/// task_struct: the carving gives up after a few instead of reading every one.
+#[test]
+fn planted_btf_headers_buy_bounded_work() {
+    const PLANTED: usize = 48;
+    const CLAIMED: u32 = 256 << 10;
+    let mut ram = vec![0u8; 2 << 20];
+    for k in 0..PLANTED {
+        let at = k * 16 * 1024;
+        let mut hdr = Vec::new();
+        hdr.extend([0x9f, 0xeb, 0x01, 0x00]);
+        for field in [24u32, 0, 4, 4, CLAIMED] {
+            hdr.extend(field.to_le_bytes());
+        }
+        ram[at..at + hdr.len()].copy_from_slice(&hdr);
+    }
+    let mem = CountingMemory {
+        inner: introspect::RawMemory::from_bytes("planted.raw", ram).unwrap(),
+        pages_read: 0.into(),
+    };
+    assert!(introspect::find_kernel_btf(&mem).is_none());
+    let read = mem.pages_read.into_inner();
+    // Each rejected candidate reads its 64 claimed pages; unbounded, that is 48 * 64 plus the scan.
+    let scan = (2 << 20) / 4096;
+    assert!(read < scan + 16 * 64 + 4 * PLANTED, "{read} page reads");
+}
+
+/// Digit-token runs ("0\0" .. "9\0") planted all over: carving stops after a bounded number.
+#[test]
+fn planted_kallsyms_token_runs_buy_bounded_work() {
+    const BASE: u64 = 0xffff_ffff_8100_0000;
+    let digits = b"0\x001\x002\x003\x004\x005\x006\x007\x008\x009\x00";
+    let mut bytes = vec![0u8; 1 << 20];
+    for chunk in bytes.chunks_mut(4096) {
+        chunk[..digits.len()].copy_from_slice(digits);
+    }
+    let mem = introspect::BufferMemory { base: BASE, bytes };
+    let opts = introspect::KallsymsOptions {
+        big_symbols: true,
+        stext: None,
+    };
+    let err = introspect::carve_kallsyms(&mem, BASE..BASE + (1 << 20), &opts).unwrap_err();
+    assert!(err.to_string().contains("giving up"), "{err}");
 }

@@ -2,7 +2,7 @@
 //! `Release` files, `Packages` indices, the names of apt's list files, and the candidate
 //! version `apt list --upgradable` reports.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -480,14 +480,19 @@ pub fn upgradable(installed: &[InstalledPackage], native: &str, repos: &[Reposit
         let arch = effective(&pkg.arch);
         // Distinct versions with their repositories; the installed one also comes from the
         // status file at priority 100.
-        let mut versions: Vec<(&DebVersion, &str, Vec<usize>)> = vec![(&pkg.version, pkg.arch.as_str(), Vec::new())];
+        // Keyed by version (dpkg's equality), so an index listing one name in many versions
+        // costs n log n, not n².
+        let mut distinct: BTreeMap<&DebVersion, (&str, Vec<usize>)> = BTreeMap::new();
+        distinct.insert(&pkg.version, (pkg.arch.as_str(), Vec::new()));
         for (e, r) in offers.iter().filter(|(e, _)| effective(&e.arch) == arch) {
-            match versions.iter_mut().find(|(v, _, _)| **v == e.version) {
-                Some((_, _, repos)) => repos.push(*r),
-                None => versions.push((&e.version, e.arch.as_str(), vec![*r])),
-            }
+            distinct
+                .entry(&e.version)
+                .or_insert_with(|| (e.arch.as_str(), Vec::new()))
+                .1
+                .push(*r);
         }
-        versions.sort_by(|a, b| b.0.cmp(a.0));
+        let versions: Vec<(&DebVersion, &str, Vec<usize>)> =
+            distinct.into_iter().rev().map(|(v, (a, rs))| (v, a, rs)).collect();
         let mut best: Option<(i32, usize)> = None;
         for (i, (v, _, rs)) in versions.iter().enumerate() {
             let mut prio = rs

@@ -12,6 +12,13 @@ use crate::rpmversion;
 /// More packages than any real database holds.
 pub const MAX_PACKAGES: usize = 200_000;
 
+/// Bound on the expanded file list of one header, as a multiple of the header's size. The
+/// header stores each path as a shared directory plus a basename, so a crafted one pointing a
+/// million basenames at one long directory would expand to terabytes. A real header also
+/// stores a digest, size, mode, owner and flags per file, which outweigh the path: its
+/// expanded list is smaller than the header itself.
+const MAX_FILES_EXPANSION: usize = 4;
+
 const TAG_DIRINDEXES: u32 = 1116;
 const TAG_BASENAMES: u32 = 1117;
 const TAG_DIRNAMES: u32 = 1118;
@@ -68,6 +75,8 @@ pub fn parse_header(blob: &[u8]) -> Result<RpmPackage, HeaderError> {
     if !dirindexes.is_empty() && dirindexes.len() != basenames.len() {
         return Err(h.error(TAG_DIRINDEXES, "dirindexes do not match basenames"));
     }
+    let max_files_bytes = blob.len().saturating_mul(MAX_FILES_EXPANSION);
+    let mut files_bytes = 0usize;
     let files = dirindexes
         .iter()
         .zip(&basenames)
@@ -75,6 +84,17 @@ pub fn parse_header(blob: &[u8]) -> Result<RpmPackage, HeaderError> {
             let dir = dirnames
                 .get(index as usize)
                 .ok_or_else(|| h.error(TAG_DIRINDEXES, format!("dirindex {index} names no directory")))?;
+            files_bytes = files_bytes.saturating_add(dir.len() + base.len());
+            if files_bytes > max_files_bytes {
+                return Err(h.error(
+                    TAG_BASENAMES,
+                    format!(
+                        "the file list expands beyond {max_files_bytes} bytes ({MAX_FILES_EXPANSION} times the \
+                         {}-byte header)",
+                        blob.len()
+                    ),
+                ));
+            }
             Ok(format!("{dir}{base}"))
         })
         .collect::<Result<_, HeaderError>>()?;
@@ -195,5 +215,21 @@ mod tests {
         let array_name = encode(&[(TAG_NAME, TYPE_STRING_ARRAY, 1, b"bash\0")]);
         let e = parse_header(&array_name).unwrap_err();
         assert!(e.to_string().contains("tag 1000"), "name of the wrong type: {e}");
+    }
+
+    #[test]
+    fn file_list_expansion_is_bounded_by_the_header_size() {
+        // 20k empty basenames in one 4 KiB directory: a 100 KB header, 80 MB of paths.
+        let count = 20_000;
+        let dir = format!("/{}/\0", "d".repeat(4094));
+        let basenames = vec![0u8; count];
+        let dirindexes = vec![0u8; 4 * count];
+        let blob = bash(&[
+            (TAG_BASENAMES, TYPE_STRING_ARRAY, count as u32, &basenames),
+            (TAG_DIRNAMES, TYPE_STRING_ARRAY, 1, dir.as_bytes()),
+            (TAG_DIRINDEXES, TYPE_INT32, count as u32, &dirindexes),
+        ]);
+        let e = parse_header(&blob).unwrap_err();
+        assert!(e.to_string().contains("tag 1117: the file list expands beyond"), "{e}");
     }
 }

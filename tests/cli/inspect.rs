@@ -12,35 +12,52 @@ use crate::dormouse_bin;
 /// holding a minimal root with the given /boot files.
 fn guest_fs(dir: &Path, boot: &[(&str, &[u8])]) -> std::path::PathBuf {
     let root = dir.join("root");
-    for d in ["etc", "boot"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::write(root.join("etc/fstab"), "/dev/xvda1 / ext4 defaults 0 1\n").unwrap();
-    std::fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
+    std::fs::create_dir_all(root.join("boot")).unwrap();
     for (name, bytes) in boot {
         std::fs::write(root.join("boot").join(name), bytes).unwrap();
     }
-    let image = dir.join("disk.img");
-    let status = Command::new("mke2fs")
-        .args(["-q", "-t", "ext4", "-d"])
-        .arg(&root)
-        .arg(&image)
+    root_fs(dir, "/dev/xvda1 / ext4 defaults 0 1\n")
+}
+
+/// A bare ext4 image of `DIR/root` with an /etc/fstab and os-release, as `DIR/disk.img`.
+fn root_fs(dir: &Path, fstab: &str) -> std::path::PathBuf {
+    let root = dir.join("root");
+    for d in ["etc", "boot"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(root.join("etc/fstab"), fstab).unwrap();
+    std::fs::write(root.join("etc/os-release"), "ID=debian\nVERSION_ID=\"12\"\n").unwrap();
+    ext4_image(&root, &dir.join("disk.img"), None)
+}
+
+fn ext4_image(contents: &Path, image: &Path, uuid: Option<&str>) -> std::path::PathBuf {
+    let mut mke2fs = Command::new("mke2fs");
+    mke2fs.args(["-q", "-t", "ext4"]);
+    if let Some(uuid) = uuid {
+        mke2fs.args(["-U", uuid]);
+    }
+    let status = mke2fs
+        .arg("-d")
+        .arg(contents)
+        .arg(image)
         .arg("64M")
         .status()
         .expect("run mke2fs (e2fsprogs)");
     assert!(status.success());
-    image
+    image.to_owned()
 }
 
 fn inspect_json(save: &Path, disk: &Path) -> (serde_json::Value, String) {
-    let out = Command::new(dormouse_bin())
-        .arg("inspect")
-        .arg(save)
-        .arg("--disk")
-        .arg(disk)
-        .arg("--json")
-        .output()
-        .unwrap();
+    inspect_json_disks(save, &[disk])
+}
+
+fn inspect_json_disks(save: &Path, disks: &[&Path]) -> (serde_json::Value, String) {
+    let mut inspect = Command::new(dormouse_bin());
+    inspect.arg("inspect").arg(save);
+    for disk in disks {
+        inspect.arg("--disk").arg(disk);
+    }
+    let out = inspect.arg("--json").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "dormouse inspect failed: {stderr}");
     (serde_json::from_slice(&out.stdout).unwrap(), stderr)
@@ -71,6 +88,35 @@ fn profile_files_from_the_guest_disk_are_used_and_cross_checked() {
     assert_eq!(snapshot["uts"]["nodename"], "dormouse-a");
 }
 
+/// A /boot of its own, on the second disk, mounted by UUID from the root's fstab: the profile
+/// files come from there (they used to be looked for on the first disk's root only).
+#[test]
+fn profile_files_come_from_the_disk_the_guest_mounts_on_boot() {
+    let Some(fx) = xen_fixtures("profile_files_come_from_the_disk_the_guest_mounts_on_boot") else {
+        return;
+    };
+    let save = decompressed(&fx, "xen-pv-a/domU-A.save");
+    let kernel = FixtureKernel::read(&fx);
+    let map = std::fs::read(decompressed(&fx, &kernel.system_map_rel())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let uuid = "6f1c1b1e-5d0a-4a58-9e2e-0b6d1e7a2c44";
+    let root = root_fs(
+        dir.path(),
+        &format!("/dev/xvda1 / ext4 defaults 0 1\nUUID={uuid} /boot ext4 defaults 0 2\n"),
+    );
+    let boot_dir = dir.path().join("boot-contents");
+    std::fs::create_dir(&boot_dir).unwrap();
+    let map_name = format!("System.map-{}", kernel.release);
+    std::fs::write(boot_dir.join(&map_name), &map).unwrap();
+    let boot = ext4_image(&boot_dir, &dir.path().join("boot.img"), Some(uuid));
+    let (snapshot, stderr) = inspect_json_disks(&save, &[&root, &boot]);
+    let symbols = snapshot["kernel"]["profile"]["symbols"].as_str().unwrap();
+    assert!(
+        symbols.starts_with(&format!("/boot/{map_name} on {}:", boot.display())),
+        "{symbols}\n{stderr}"
+    );
+}
+
 #[test]
 fn debian_placeholder_system_map_is_skipped() {
     let Some(fx) = xen_fixtures("debian_placeholder_system_map_is_skipped") else {
@@ -83,9 +129,10 @@ fn debian_placeholder_system_map_is_skipped() {
     let disk = guest_fs(dir.path(), &[(&map_name, placeholder)]);
     let (snapshot, stderr) = inspect_json(&save, &disk);
     assert!(stderr.contains("placeholder"), "{stderr}");
-    assert_eq!(
-        snapshot["kernel"]["profile"]["symbols"],
-        "kallsyms in RAM, located by VMCOREINFO"
+    let symbols = snapshot["kernel"]["profile"]["symbols"].as_str().unwrap();
+    assert!(
+        symbols.starts_with("kallsyms in RAM, located by VMCOREINFO (kallsyms_names at 0x"),
+        "{symbols}"
     );
 }
 

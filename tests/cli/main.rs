@@ -4,6 +4,7 @@
 mod bundle;
 mod check;
 mod check_rpm;
+mod corrupt;
 mod emulate;
 mod inspect;
 mod isolate;

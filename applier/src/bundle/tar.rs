@@ -278,8 +278,16 @@ impl<R: Read> Reader<R> {
         if header.kind != Kind::File && header.size != 0 {
             return Err(self.error(format!("{}: a non-file member with data", header.path)));
         }
+        // The data is skipped in whole blocks: a (pax) size whose last block ends beyond
+        // u64::MAX cannot be skipped.
+        let padded = header.size.checked_next_multiple_of(BLOCK as u64).ok_or_else(|| {
+            self.error(format!(
+                "{}: a member of {} bytes (the last block ends beyond 2^64)",
+                header.path, header.size
+            ))
+        })?;
         self.remaining = header.size;
-        self.padding = (BLOCK as u64 - header.size % BLOCK as u64) % BLOCK as u64;
+        self.padding = padded - header.size;
         Ok(Some(header))
     }
 
@@ -554,5 +562,19 @@ mod tests {
         assert!(err.to_string().contains("checksum"), "{err}");
         let truncated = &out[..100];
         assert!(Reader::new(truncated).next_header().is_err());
+    }
+
+    #[test]
+    fn a_pax_size_near_u64_max_is_refused() {
+        let mut out = Vec::new();
+        write_header(&mut out, &Header::plain("huge", Kind::File, u64::MAX, 0)).unwrap();
+        write_end(&mut out).unwrap();
+        let mut reader = Reader::new(out.as_slice());
+        let err = reader
+            .next_header()
+            .and_then(|_| reader.next_header())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("huge: a member of 18446744073709551615 bytes"), "{err}");
     }
 }

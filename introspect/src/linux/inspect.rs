@@ -135,7 +135,10 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
         })?;
 
     let (symbols, symbols_from) = symbols(mem, &kernel, vmcoreinfo.as_ref(), &release_hint, files, &mut warnings)?;
-    let in_ram = btf_in_ram(mem, &kernel, &symbols);
+    let (in_ram, btf_missing) = match btf_in_ram(mem, &kernel, &symbols) {
+        Ok(found) => (Some(found), String::new()),
+        Err(why) => (None, why),
+    };
     let (types, types_from): (&dyn TypeInfo, String) = match (&files.btf, &files.isf, &in_ram) {
         (Some((label, given)), _, Some((where_, btf))) => {
             if given.bytes() != btf.bytes() {
@@ -170,13 +173,14 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
         (None, None, None) => {
             return Err(InspectError::NoTypes {
                 path,
-                reason: "no .BTF section in RAM (a kernel built without CONFIG_DEBUG_INFO_BTF?); give --kernel \
-                         with the guest's vmlinuz or vmlinux"
-                    .into(),
+                reason: format!(
+                    "{btf_missing}. A kernel built without CONFIG_DEBUG_INFO_BTF, or its BTF damaged: give --kernel \
+                     with the guest's vmlinuz or vmlinux"
+                ),
             });
         }
     };
-    check_types_against_memory(&kernel, &symbols, types, &path, &release_hint)?;
+    check_types_against_memory(&kernel, &symbols, types, &symbols_from, &path, &release_hint)?;
 
     let user_space = |pgd_phys: u64| -> Option<Box<dyn VirtualMemory + '_>> {
         let pfn = pgd_phys >> 12;
@@ -341,7 +345,13 @@ fn symbols(
     };
     let from_vmcoreinfo = vmcoreinfo.map(|v| kallsyms_from_vmcoreinfo(kernel, &v.info));
     let decoded = match from_vmcoreinfo {
-        Some(Ok(k)) => Ok((k.symbols, "kallsyms in RAM, located by VMCOREINFO".to_owned())),
+        Some(Ok(k)) => Ok((
+            k.symbols,
+            format!(
+                "kallsyms in RAM, located by VMCOREINFO (kallsyms_names at {:#x})",
+                k.location.names
+            ),
+        )),
         other => {
             if let Some(Err(e)) = other {
                 warnings.push(format!("kallsyms via VMCOREINFO: {e}; carving instead"));
@@ -354,7 +364,13 @@ fn symbols(
                 start..START_KERNEL_MAP.saturating_add(DEFAULT_KERNEL_IMAGE_SIZE),
                 &opts,
             )
-            .map(|k| (k.symbols, "kallsyms in RAM, carved by signature".to_owned()))
+            .map(|k| {
+                let names = k.location.names;
+                (
+                    k.symbols,
+                    format!("kallsyms in RAM, carved by signature (kallsyms_names at {names:#x})"),
+                )
+            })
         }
     };
     let given = match (&files.system_map, &files.isf) {
@@ -461,21 +477,38 @@ fn check_isf_banner(
 
 /// The kernel's own `.BTF`: read between the `__start_BTF`/`__stop_BTF` symbols when the
 /// symbols have them (cost independent of guest RAM), else carved by scanning all pages.
-fn btf_in_ram(mem: &dyn PhysMemory, kernel: &AddressSpace, symbols: &Symbols) -> Option<(String, Btf)> {
+/// Without one, says what was looked at and why it did not do, for the error.
+fn btf_in_ram(mem: &dyn PhysMemory, kernel: &AddressSpace, symbols: &Symbols) -> Result<(String, Btf), String> {
     const MAX_BTF: u64 = 128 << 20;
+    let mut rejected = None;
     if let (Some(start), Some(stop)) = (symbols.address_of("__start_BTF"), symbols.address_of("__stop_BTF")) {
-        let len = stop.checked_sub(start).filter(|l| (1..=MAX_BTF).contains(l));
-        if let Some(len) = len {
-            let mut bytes = vec![0u8; len as usize];
-            if kernel.read_virt(start, &mut bytes).is_ok() {
-                let label = format!(".BTF in RAM at __start_BTF ({start:#x})");
-                if let Ok(btf) = Btf::parse(label.clone(), bytes) {
-                    return Some((label, btf));
+        let label = format!(".BTF in RAM at __start_BTF ({start:#x})");
+        let why = match stop.checked_sub(start).filter(|l| (1..=MAX_BTF).contains(l)) {
+            None => format!("__stop_BTF ({stop:#x}) is not 1 byte to {} MiB after it", MAX_BTF >> 20),
+            Some(len) => {
+                let mut bytes = vec![0u8; len as usize];
+                match kernel.read_virt(start, &mut bytes) {
+                    Err(e) => format!("unreadable: {e}"),
+                    Ok(()) => match Btf::parse(label.clone(), bytes) {
+                        Ok(btf) => return Ok((label, btf)),
+                        Err(e) => e.to_string(),
+                    },
                 }
             }
-        }
+        };
+        rejected = Some(format!("the {label}: {why}"));
     }
-    find_kernel_btf(mem).map(|c| (format!(".BTF carved from RAM at physical {:#x}", c.paddr), c.btf))
+    if let Some(c) = find_kernel_btf(mem) {
+        return Ok((format!(".BTF carved from RAM at physical {:#x}", c.paddr), c.btf));
+    }
+    let searched = format!(
+        "no BTF header with a task_struct found in the image's {} MiB of guest-physical memory",
+        mem.present_ranges().map(|r| r.end - r.start).sum::<u64>() >> 8
+    );
+    Err(match rejected {
+        Some(rejected) => format!("{rejected}; {searched}"),
+        None => searched,
+    })
 }
 
 /// Reads `init_task` with the chosen layouts: the idle task has pid 0 and is named
@@ -484,6 +517,7 @@ fn check_types_against_memory(
     kernel: &AddressSpace,
     symbols: &Symbols,
     types: &dyn TypeInfo,
+    symbols_from: &str,
     path: &str,
     release: &str,
 ) -> Result<(), InspectError> {
@@ -495,7 +529,7 @@ fn check_types_against_memory(
     };
     let init_task = symbols
         .address_of("init_task")
-        .ok_or_else(|| mismatch("the symbols have no init_task".into()))?;
+        .ok_or_else(|| mismatch(format!("the symbols ({symbols_from}) have no init_task")))?;
     let (Some(pid), Some(comm)) = (
         types.member_offset("task_struct", "pid"),
         types.member_offset("task_struct", "comm"),
