@@ -1008,9 +1008,14 @@ fn check(args: CheckArgs) -> Result<()> {
             }
         }
     }
-    let failed = outcomes.iter().filter(|o| o.error.is_some()).count();
-    if failed > 0 {
-        bail!("{failed} of {} VM(s) could not be checked", outcomes.len());
+    let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
+    match failed.as_slice() {
+        [] => {}
+        // One VM: its own error, which JSON output carries too, is what the operator needs.
+        [one] if outcomes.len() == 1 => {
+            bail!("{}: not checked: {}", one.vm, one.error.as_deref().unwrap_or_default())
+        }
+        _ => bail!("{} of {} VM(s) could not be checked", failed.len(), outcomes.len()),
     }
     Ok(())
 }

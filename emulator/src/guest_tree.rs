@@ -634,14 +634,12 @@ fn describe(disks: &[AttachedDisk]) -> String {
                 .disk
                 .volumes
                 .iter()
-                .map(|v| match &v.filesystem {
-                    Some(fs) => format!(
-                        "{name}:{} {} UUID={}",
-                        v.partition.number,
-                        fs.fstype,
-                        fs.uuid.as_deref().unwrap_or("-")
-                    ),
-                    None => format!("{name}:{} (no filesystem)", v.partition.number),
+                .map(|v| {
+                    let at = format!("{name}:{} at byte offset {:#x}", v.partition.number, v.partition.start);
+                    match &v.filesystem {
+                        Some(fs) => format!("{at} {} UUID={}", fs.fstype, fs.uuid.as_deref().unwrap_or("-")),
+                        None => format!("{at} (no filesystem)"),
+                    }
                 })
                 .collect();
             format!("{} [{}]", d.disk.path.display(), volumes.join(", "))

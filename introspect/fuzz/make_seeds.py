@@ -12,6 +12,7 @@ streams early, so a plain prefix would only exercise the header checks):
              32-byte header the target reads
   vmcoreinfo VMCOREINFO text from ground-truth.json, bare and as an ELF note in a page
   kernel_walk the crafted kernel memory built by the target's own layout (see its source)
+  raw_memory a cut .BTF placed one page into otherwise empty RAM
 Fixtures: $DORMOUSE_FIXTURES or ../shared/fixtures beside the clone; decompressed copies are taken from
 $DORMOUSE_CACHE, /var/tmp/dmcache or ~/.cache/dormouse (fixtures-decompressed/), or made there.
 """
@@ -412,6 +413,8 @@ def main():
             put("btf", "vmlinux-full", btf)
             for n in (40, 400, 4000):
                 put("btf", f"vmlinux-first-{n}", btf_cut(btf, n))
+            # As RAM: a cut .BTF one page in, where the carving scan finds it by its header.
+            put("raw_memory", "btf-at-page-1", bytes(4096) + btf_cut(btf, 400))
 
     put("kallsyms", "synthetic-40", kallsyms_seed(40))
     put("kallsyms", "synthetic-300-seqs", kallsyms_seed(300, seqs=True))

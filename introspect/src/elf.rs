@@ -599,6 +599,22 @@ impl ElfCore {
             Some(String::from_utf8_lossy(&text[..end]).into_owned())
         });
         let vcpus = decode_cpu_notes(d, &notes);
+        if vcpus.is_empty() {
+            // QEMU and kdump write a CPU note per vCPU; without one there is no page-table root.
+            let at = elf
+                .phdrs
+                .iter()
+                .find(|ph| ph.p_type == PT_NOTE)
+                .map_or(32, |ph| ph.offset);
+            return Err(bad(
+                p,
+                at,
+                format!(
+                    "no CPU state: none of the {} notes is a QEMU CPU note or an NT_PRSTATUS",
+                    notes.len()
+                ),
+            ));
+        }
         Ok(ElfCore {
             path,
             data,

@@ -153,8 +153,16 @@ fn elf_header(phnum: u16, shoff: u64, shnum: u16, shstrndx: u16) -> Vec<u8> {
 
 /// QEMU-style core: a VMCOREINFO note and one PT_LOAD at an unaligned physical address.
 fn synthetic_elf() -> Vec<u8> {
+    synthetic_elf_with(true)
+}
+
+fn synthetic_elf_with(cpu_note: bool) -> Vec<u8> {
     let mut notes = Vec::new();
     note(&mut notes, b"VMCOREINFO", 0, b"OSRELEASE=6.1.0-test\nPAGESIZE=4096\n");
+    if cpu_note {
+        // NT_PRSTATUS of one vCPU, as kdump writes it (general registers only).
+        note(&mut notes, b"CORE", 1, &[0; 336]);
+    }
     let mut f = elf_header(2, 0, 0, 0);
     let notes_off = 64 + 2 * 56;
     let data_off = (notes_off + notes.len()) as u64;
@@ -173,6 +181,17 @@ fn synthetic_elf() -> Vec<u8> {
     f
 }
 
+/// Notes lost (a PT_NOTE cut to nothing, say) leave no vCPU: refused at the notes' offset.
+#[test]
+fn an_elf_core_without_cpu_notes_is_refused_where_its_notes_are() {
+    let err = ElfCore::from_bytes("nocpu.elf", synthetic_elf_with(false))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("nocpu.elf: at byte offset 0xb0"), "{err}");
+    assert!(err.contains("no CPU state"), "{err}");
+}
+
 #[test]
 fn unaligned_elf_segments_are_assembled_into_pages() {
     let elf = ElfCore::from_bytes("synthetic.elf", synthetic_elf()).expect("valid core");
@@ -188,7 +207,9 @@ fn unaligned_elf_segments_are_assembled_into_pages() {
         "below the segment"
     );
     assert!(elf.page(0).is_none() && elf.page(4).is_none());
-    assert!(elf.vcpus().is_empty());
+    // kdump's NT_PRSTATUS carries no control registers: a vCPU without a page-table root.
+    assert_eq!(elf.vcpus().len(), 1);
+    assert_eq!(elf.vcpus()[0].root_table_pfn, None);
 }
 
 /// A PV dump-core with two pages: pfn 0 at mfn 0x1000 and pfn 1 at mfn 0x2000, and a vCPU

@@ -49,8 +49,19 @@ pub enum DiskError {
         number: u32,
         source: LoopError,
     },
-    #[error("mounting {device} ({fstype}) read-only on {target}: {errno}")]
+    #[error(
+        "partition {number} of {path} (byte offset {offset:#x}): mounting {device} ({fstype}) read-only on \
+         {target}: {errno}{hint}",
+        hint = if *errno == Errno::EBADMSG || *errno == Errno::EUCLEAN || *errno == Errno::EINVAL {
+            "; the kernel found the filesystem damaged (its log says why: `dmesg | tail`)"
+        } else {
+            ""
+        }
+    )]
     Mount {
+        path: PathBuf,
+        number: u32,
+        offset: u64,
         device: PathBuf,
         fstype: String,
         target: PathBuf,
@@ -355,6 +366,9 @@ impl ReadOnlyMount {
             Some(data),
         )
         .map_err(|errno| DiskError::Mount {
+            path: disk.path.clone(),
+            number: partition.number,
+            offset: partition.start,
             device: device.path().to_owned(),
             fstype: fs.fstype.clone(),
             target: target.to_owned(),
@@ -365,6 +379,9 @@ impl ReadOnlyMount {
         nix::mount::mount(None::<&str>, target, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(|errno| {
             let _ = nix::mount::umount2(target, MntFlags::MNT_DETACH);
             DiskError::Mount {
+                path: disk.path.clone(),
+                number: partition.number,
+                offset: partition.start,
                 device: device.path().to_owned(),
                 fstype: "(making the mount private)".into(),
                 target: target.to_owned(),

@@ -10,6 +10,7 @@
 //! must stay quick); `DORMOUSE_CORRUPT=full` runs them all, and `DORMOUSE_CORRUPT_BIN` points
 //! at another build (e.g. `target/release/dormouse`) for the full sweep.
 
+mod disk;
 mod layout;
 
 use std::ffi::OsString;
@@ -210,13 +211,30 @@ fn judge(image: &Path, o: &Outcome) -> Option<String> {
         return Some(format!("the error does not name the image: {}", o.stderr.trim()));
     }
     let lower = o.stderr.to_lowercase();
-    if !(lower.contains("offset") || lower.contains("0x") || lower.contains("address")) {
+    let places = ["offset", "0x", "address", "sector", "partition"];
+    if !places.iter().any(|p| lower.contains(p)) {
         return Some(format!("the error names no offset or address: {}", o.stderr.trim()));
     }
     None
 }
 
 const COMMANDS: &[&[&str]] = &[&["ps"], &["uname", "-a"], &["proc", "1/status"]];
+
+/// The commands run on case `index` of a memory image: `inspect --json`, and one of the
+/// others in turn.
+fn memory_commands(index: usize, image: &Path) -> Vec<Vec<OsString>> {
+    [&["inspect", "--json"][..], COMMANDS[index % COMMANDS.len()]]
+        .iter()
+        .map(|args| {
+            let mut argv: Vec<OsString> = vec![args[0].into(), image.into()];
+            argv.extend(args[1..].iter().map(OsString::from));
+            argv
+        })
+        .collect()
+}
+
+/// What a sweep runs on each case: argument lists, given the case's index and the image.
+type Commands<'a> = &'a dyn Fn(usize, &Path) -> Vec<Vec<OsString>>;
 
 /// The result of one image's sweep.
 #[derive(Default)]
@@ -230,10 +248,8 @@ struct Sweep {
 
 impl Sweep {
     /// `inspect --json`, and one of the other commands in turn.
-    fn run_case(&mut self, index: usize, what: &str, image: &Path) {
-        for args in [&["inspect", "--json"][..], COMMANDS[index % COMMANDS.len()]] {
-            let mut argv: Vec<OsString> = vec![args[0].into(), image.into()];
-            argv.extend(args[1..].iter().map(OsString::from));
+    fn run_case(&mut self, index: usize, what: &str, image: &Path, commands: Commands<'_>) {
+        for argv in commands(index, image) {
             let o = run_limited(&argv);
             self.runs += 1;
             self.slowest = self.slowest.max(o.elapsed);
@@ -256,8 +272,9 @@ impl Sweep {
                 *self.errors.entry(shape).or_default() += 1;
             }
             if let Some(problem) = judge(image, &o) {
+                let shown: Vec<_> = argv.iter().map(|a| a.to_string_lossy()).collect();
                 self.problems
-                    .push(format!("{what}: `dormouse {}`: {problem}", args.join(" ")));
+                    .push(format!("{what}: `dormouse {}`: {problem}", shown.join(" ")));
             }
         }
     }
@@ -284,7 +301,7 @@ impl Sweep {
 
 /// Runs every case on a scratch copy of `pristine` (each change undone after its case), then
 /// the truncations, longest first on the same copy.
-fn sweep(name: &str, pristine: &Path, cases: Vec<Case>, mut truncations: Vec<u64>) {
+fn sweep(name: &str, pristine: &Path, cases: Vec<Case>, mut truncations: Vec<u64>, commands: Commands<'_>) {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join(pristine.file_name().unwrap());
     std::fs::copy(pristine, &image).unwrap();
@@ -309,14 +326,14 @@ fn sweep(name: &str, pristine: &Path, cases: Vec<Case>, mut truncations: Vec<u64
         for (at, bytes) in &case.writes {
             file.write_all_at(bytes, *at).unwrap();
         }
-        sweep.run_case(index, &case.what, &image);
+        sweep.run_case(index, &case.what, &image, commands);
         for (at, old) in saved.iter().rev() {
             file.write_all_at(old, *at).unwrap();
         }
     }
     for (index, len) in truncations.iter().rev().enumerate() {
         file.set_len(*len).unwrap();
-        sweep.run_case(index, &format!("truncated to {len:#x} bytes"), &image);
+        sweep.run_case(index, &format!("truncated to {len:#x} bytes"), &image, commands);
     }
     sweep.finish(name);
 }
@@ -478,7 +495,7 @@ fn corrupted_xl_save_images_end_in_errors_that_say_where() {
     let (mut cases, truncations) = save_record_cases(&layout);
     cases.extend(kernel_data_cases(&bytes, &layout, &system_map, &mut rng));
     drop(bytes);
-    sweep("xen-pv-a/domU-A.save", &save, cases, truncations);
+    sweep("xen-pv-a/domU-A.save", &save, cases, truncations, &memory_commands);
 }
 
 #[test]
@@ -491,7 +508,7 @@ fn corrupted_hvm_save_images_end_in_errors_that_say_where() {
     let layout = layout::walk_save(&bytes);
     let (cases, truncations) = save_record_cases(&layout);
     drop(bytes);
-    sweep("xen-hvm-bios/domU-H.save", &save, cases, truncations);
+    sweep("xen-hvm-bios/domU-H.save", &save, cases, truncations, &memory_commands);
 }
 
 #[test]
@@ -505,6 +522,6 @@ fn corrupted_elf_cores_end_in_errors_that_say_where() {
         let mut rng = Rng(0x5eed_0002);
         let (cases, truncations) = elf_cases(&bytes, &mut rng);
         drop(bytes);
-        sweep(rel, &core, cases, truncations);
+        sweep(rel, &core, cases, truncations, &memory_commands);
     }
 }
