@@ -18,12 +18,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use introspect::linux::GuestSnapshot;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::disk::open_in_root;
-use crate::run::RunReport;
 
 /// The xattr namespace overlayfs keeps its own bookkeeping in (opaque, whiteout, origin,
 /// impure, ...). It describes the dom0 overlay, never the guest: it must not reach a bundle.
@@ -92,15 +90,6 @@ pub struct CaptureLayer {
     pub upper: PathBuf,
     /// The guest filesystem's read-only mount.
     pub lower: PathBuf,
-}
-
-/// What a capture hook gets after the command ended and the overlays are unmounted, while the
-/// upper layers and the read-only guest mounts still exist.
-pub struct CaptureContext<'a> {
-    pub layers: &'a [CaptureLayer],
-    pub report: &'a RunReport,
-    /// The guest's snapshot the run used (its identity goes into the bundle).
-    pub snapshot: &'a GuestSnapshot,
 }
 
 /// Which paths to leave out.
@@ -296,7 +285,7 @@ impl Walker<'_> {
                 let whiteout = is_whiteout(&meta, &xattrs);
                 if let Some(pattern) = self.excluded(&guest) {
                     let (entries, bytes) = if meta.is_dir() {
-                        crate::run::tree_size(&upper)
+                        tree_size(&upper)
                     } else {
                         (1, if meta.is_file() && !whiteout { meta.len() } else { 0 })
                     };
@@ -677,6 +666,26 @@ fn read_limited(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
         });
     }
     Ok(bytes)
+}
+
+/// Entries and bytes of regular files under `dir`, not following symlinks; bounded by what the
+/// scratch filesystem can hold.
+pub fn tree_size(dir: &Path) -> (u64, u64) {
+    let (mut entries, mut bytes) = (0, 0);
+    let mut stack = vec![dir.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let Ok(read) = fs::read_dir(&dir) else { continue };
+        for entry in read.flatten() {
+            entries += 1;
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                bytes += meta.len();
+            }
+        }
+    }
+    (entries, bytes)
 }
 
 #[cfg(test)]

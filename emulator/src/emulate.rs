@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use introspect::linux::GuestSnapshot;
 use serde::Serialize;
 
-use crate::capture::CaptureContext;
 use crate::disk::{DiskError, GuestDisk, ImageFormat};
 use crate::guest_tree::{AttachedDisk, GuestFilesystem, GuestTree, GuestTreeError, RootChoice, SkippedEntry};
+use crate::run::CaptureContext;
 use crate::run::{RunDir, RunError, RunOptions, RunReport};
 use crate::sandbox::{Layer, SandboxError};
 use crate::synth::SynthError;

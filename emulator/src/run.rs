@@ -24,7 +24,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use crate::capture::{CaptureContext, CaptureLayer};
+use crate::capture::{CaptureLayer, tree_size};
 use crate::sandbox::{
     CgroupSet, INIT_SUBCOMMAND, Layer, MOUNT_POINTS, NetMode, OverlayStack, SETUP_FAILED, SandboxError, SandboxSpec,
 };
@@ -318,6 +318,15 @@ impl Timer {
     }
 }
 
+/// What a capture hook gets after the command ended and the overlays are unmounted, while the
+/// upper layers and the read-only guest mounts still exist.
+pub struct CaptureContext<'a> {
+    pub layers: &'a [CaptureLayer],
+    pub report: &'a RunReport,
+    /// The guest's snapshot the run used (its identity goes into the bundle).
+    pub snapshot: &'a GuestSnapshot,
+}
+
 /// Runs the command in the sandbox over the given read-only layers (mounted by the caller,
 /// typically under `run_dir`). The process must already be in a private mount namespace.
 /// `capture` runs after the command and the overlays' unmount, while the upper layers (and the
@@ -521,7 +530,7 @@ fn supervise(
         let status = if mode == TraceMode::Off {
             waitpid(pid, None).unwrap_or(WaitStatus::Exited(pid, SETUP_FAILED))
         } else {
-            crate::trace::event_loop(pid, mode, &uts, &mut report)
+            crate::trace::event_loop(pid, mode, &uts, &mut report).unwrap_or(WaitStatus::Exited(pid, SETUP_FAILED))
         };
         // The Child handle's own wait would find nothing: the status was reaped above.
         std::mem::forget(child);
@@ -609,26 +618,6 @@ fn create_mount_points(merged: &Path) -> std::result::Result<Vec<String>, Sandbo
         }
     }
     Ok(injected)
-}
-
-/// Entries and bytes of regular files under `dir`, not following symlinks; bounded by what the
-/// scratch filesystem can hold.
-pub fn tree_size(dir: &Path) -> (u64, u64) {
-    let (mut entries, mut bytes) = (0, 0);
-    let mut stack = vec![dir.to_owned()];
-    while let Some(dir) = stack.pop() {
-        let Ok(read) = fs::read_dir(&dir) else { continue };
-        for entry in read.flatten() {
-            entries += 1;
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else if meta.is_file() {
-                bytes += meta.len();
-            }
-        }
-    }
-    (entries, bytes)
 }
 
 fn process_start_time(pid: i32) -> Option<u64> {

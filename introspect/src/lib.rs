@@ -10,6 +10,7 @@
 
 mod btf;
 mod bytes;
+mod domain_config;
 mod elf;
 mod error;
 mod isf;
@@ -32,6 +33,7 @@ pub use btf::{
     ArrayInfo, Btf, BtfError, BtfResult, CarvedBtf, DatasecVar, IntEncoding, Kind as BtfKind, Member, MemberLocation,
     TypeId, find_kernel_btf,
 };
+pub use domain_config::{DiskConfig, DomainConfig, NicConfig};
 pub use elf::{ElfCore, LoadSegment, XenCore, XenVersion};
 pub use error::{Error, Result};
 pub use isf::{Isf, IsfError, IsfMetadata, MAX_ISF_BYTES, MAX_TYPE_DEPTH, isf_from_btf_and_symbols};
@@ -56,7 +58,4 @@ pub use vmcoreinfo::{
 };
 #[cfg(feature = "xen")]
 pub use xen_live::{CHUNK_FRAMES, P2mSource, XenDomain, XenLiveInfo, open_live_domain};
-pub use xl_save::{
-    DiskConfig, DomainConfig, HvmSaveEntry, NicConfig, P2mFrames, PvInfo, StreamLayer, StreamRecord, XenDomainType,
-    XlHeader, XlSaveImage,
-};
+pub use xl_save::{HvmSaveEntry, P2mFrames, PvInfo, StreamLayer, StreamRecord, XenDomainType, XlHeader, XlSaveImage};

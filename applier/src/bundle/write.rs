@@ -432,7 +432,7 @@ pub struct BundleOutcome {
 /// Captures a finished run's changes and writes them to `out` as a bundle signed with `key`.
 /// The bundle id is the run id; `created_unix` is the bundle's time.
 pub fn bundle_from_run(
-    context: &emulator::capture::CaptureContext,
+    context: &emulator::run::CaptureContext,
     out: &Path,
     key: &SecretKey,
     created_unix: u64,

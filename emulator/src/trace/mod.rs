@@ -136,8 +136,8 @@ pub fn seize(command: Pid, mode: TraceMode) -> Result<(), String> {
 }
 
 /// The event loop: serves every tracee until `init_pid` (a plain child, not traced) exits;
-/// returns its wait status.
-pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceReport) -> WaitStatus {
+/// returns its wait status, or the error that stopped `waitpid`.
+pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceReport) -> Result<WaitStatus, Errno> {
     let mut tracer = Tracer {
         mode,
         utsname: utsname_bytes(uts),
@@ -150,7 +150,7 @@ pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceR
         let status = match waitpid(None, Some(WaitPidFlag::__WALL)) {
             Ok(status) => status,
             Err(Errno::EINTR) => continue,
-            Err(_) => return WaitStatus::Exited(init_pid, crate::sandbox::SETUP_FAILED),
+            Err(e) => return Err(e),
         };
         match status {
             WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => {
@@ -158,7 +158,7 @@ pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceR
                     let (lua, warnings) = tracer.rpm.finish();
                     tracer.report.lua_scriptlets.extend(lua);
                     tracer.report.warnings.extend(warnings);
-                    return status;
+                    return Ok(status);
                 }
                 tracer.in_syscall.remove(&pid);
                 tracer.skipped.remove(&pid);

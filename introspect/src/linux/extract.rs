@@ -9,13 +9,21 @@ use std::collections::BTreeMap;
 
 use super::layout::{
     CtlTableLayout, DevinetConfLayout, FsOptionsLayout, FsTypeLayout, KthreadNameLayout, LayoutError, ModuleLayout,
-    ModuleSize, ModuleUnloadLayout, MountLayout, NetConfLayout, NetDevLayout, TaskLayout, TypeInfo, UtsLayout,
+    ModuleSize, ModuleUnloadLayout, MountLayout, NetConfLayout, NetDevLayout, TaskDetailLayout, TaskLayout, TypeInfo,
+    UtsLayout,
 };
-use super::proc_task::DetailContext;
 use super::reader::{KernelReader, ReadError};
 use super::snapshot::{FilesystemType, Interface, Module, Mount, Task, Uts};
 use crate::octal_escape::escape;
 use crate::virt::VirtualMemory;
+
+/// Resolved once per snapshot: the detail layout and, for root/cwd/exe paths, the mount
+/// layout with the root they are shown relative to (init's, as the shadow /proc serves the
+/// guest's tree).
+pub(super) struct DetailContext {
+    pub l: TaskDetailLayout,
+    pub paths: Option<(MountLayout, (u64, u64))>,
+}
 
 /// Symbol addresses of the running kernel (already relocated for KASLR).
 pub trait SymbolLookup {

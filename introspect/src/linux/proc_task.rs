@@ -3,7 +3,7 @@
 //! way fs/proc/array.c (`do_task_stat`, `proc_pid_status`) and fs/proc/task_mmu.c
 //! (`task_mem`) compute it, from the task's credentials, signal, mm and fs structures.
 
-use super::extract::{ExtractError, KernelView, PF_KTHREAD};
+use super::extract::{DetailContext, ExtractError, KernelView, PF_KTHREAD};
 use super::layout::{MountLayout, TaskDetailLayout, TaskLayout};
 use super::reader::KernelReader;
 use super::snapshot::TaskDetail;
@@ -33,14 +33,6 @@ const PF_EXITING: u32 = 0x4;
 const PF_DUMPCORE: u32 = 0x200;
 /// x86-64 THREAD_SIZE (16 KiB without KASAN); `task_pt_regs()` sits just below its top.
 const THREAD_SIZE: u64 = 16 * 1024;
-
-/// Resolved once per snapshot: the detail layout and, for root/cwd/exe paths, the mount
-/// layout with the root they are shown relative to (init's, as the shadow /proc serves the
-/// guest's tree).
-pub(super) struct DetailContext {
-    pub l: TaskDetailLayout,
-    pub paths: Option<(MountLayout, (u64, u64))>,
-}
 
 /// One live thread's counters: `do_task_stat` sums them over the group, or shows a thread's own.
 struct ThreadCounters {
