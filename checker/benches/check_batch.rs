@@ -8,6 +8,9 @@
 //!
 //! Needs root (loop devices, mounts) and the test bed (`scripts/make-fixtures`).
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

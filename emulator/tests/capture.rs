@@ -1,6 +1,9 @@
 //! Capture semantics on a real overlayfs (root): changes made through a mounted overlay with
 //! dormouse's options, then read back from the upper layer.
 
+// Helpers of these tests, like the tests, fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::ffi::CString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;

@@ -431,12 +431,13 @@ impl At {
     pub fn create_special(&self, meta: &Meta) -> io::Result<()> {
         let fd = self.dirfd();
         let name = self.name.as_ptr();
-        // SAFETY (all arms): valid descriptor and NUL-terminated strings.
         let ret = match meta.kind {
             Kind::Symlink => {
                 let target = cstr(meta.link.as_deref().unwrap_or("").as_bytes())?;
+                // SAFETY: a valid directory descriptor and NUL-terminated strings.
                 unsafe { libc::symlinkat(target.as_ptr(), fd, name) }
             }
+            // SAFETY: a valid directory descriptor and a NUL-terminated name.
             Kind::Dir => unsafe { libc::mkdirat(fd, name, 0o700) },
             Kind::CharDevice | Kind::BlockDevice => {
                 let (major, minor) = meta.rdev.unwrap_or((0, 0));
@@ -445,8 +446,10 @@ impl At {
                 } else {
                     libc::S_IFBLK
                 };
+                // SAFETY: a valid directory descriptor and a NUL-terminated name.
                 unsafe { libc::mknodat(fd, name, kind | 0o600, libc::makedev(major, minor)) }
             }
+            // SAFETY: a valid directory descriptor and a NUL-terminated name.
             Kind::Fifo => unsafe { libc::mkfifoat(fd, name, 0o600) },
             Kind::File | Kind::Socket => {
                 return Err(io::Error::new(

@@ -2,6 +2,9 @@
 //! member lookups, and carving `.BTF` out of the 256 MiB Xen PV save image (found after
 //! 37 MiB) and scanning a 256 MiB image without a kernel.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -2,6 +2,9 @@
 //! reading the file once sequentially. The goal is well under 100 ms for a 256 MiB save image
 //! with a warm page cache, growing with the pages touched, not with guest RAM.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -2,6 +2,9 @@
 //! symbols through VMCOREINFO and by signature carving (QEMU 4-level dump), System.map
 //! parsing, and the VMCOREINFO RAM scan of the 256 MiB Xen PV save image (no ELF note there).
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

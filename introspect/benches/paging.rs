@@ -2,6 +2,9 @@
 //! map (every page a fresh walk) and linear 1 MiB reads through the walker, on the Xen PV save
 //! image (4 KiB pages only, as PV requires) and the QEMU 4-level dump (2 MiB direct map).
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

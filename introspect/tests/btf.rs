@@ -2,6 +2,9 @@
 //! checked against VMCOREINFO, ground-truth symbols and the guest's own memory; plus hostile
 //! blobs and images.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

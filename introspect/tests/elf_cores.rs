@@ -1,5 +1,8 @@
 //! `xl dump-core` and QEMU `dump-guest-memory` ELF cores against the real fixtures.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use introspect::{

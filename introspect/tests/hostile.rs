@@ -2,6 +2,9 @@
 //! XTAB removal, unaligned ELF segments), and proof that truncated or corrupted input yields
 //! errors, never panics. These need no fixtures.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use introspect::{ElfCore, Error, FrameSpace, PhysMemory, XenCore, XenDomainType, XlSaveImage, open_memory};
 
 fn rec(out: &mut Vec<u8>, rtype: u32, body: &[u8]) {

@@ -2,6 +2,9 @@
 //! System.map gives the same snapshot as the image alone on every fixture image; ISFs of
 //! another kernel are refused; hostile ISFs are errors, never panics or hangs.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

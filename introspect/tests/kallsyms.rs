@@ -8,6 +8,9 @@
 //! and `[__builtin__kprobes]` entries, which the kernel serves from other lists and which
 //! therefore are not in the tables decoded here.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::Path;

@@ -3,6 +3,9 @@
 //! taken seconds (QEMU) to minutes (Xen) after the ground truth, so counters that move are
 //! checked for plausibility and direction; what cannot move is checked exactly.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! The whole kernel model against ground truth captured inside the guests: with nothing but
 //! the image, and with System.map / vmlinuz given; wrong profiles are refused.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,5 +1,8 @@
 //! `xl save` images against the real fixtures and their ground truth.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use introspect::{GuestKind, ImageFormat, PhysMemory, StreamLayer, XenDomainType, XlSaveImage, open_memory};

@@ -1,6 +1,9 @@
 //! The header reader against rpm 4.18 itself: a package built by rpmbuild, recorded in a
 //! scratch rpmdb.sqlite (`--justdb`), read back and compared with what `rpm -q` says of it.
 
+// Helpers of these tests, like the tests, fail by panicking.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::Command;

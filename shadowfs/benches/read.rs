@@ -1,5 +1,8 @@
 //! Reads per second of small files: the pure renderer, and through a real FUSE mount (root).
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use criterion::{Criterion, criterion_group, criterion_main};
 use shadowfs::ProcTree;
 

@@ -2,6 +2,9 @@
 //! read(2) (no passthrough, as on kernels before 6.9), and FUSE passthrough, where the kernel
 //! reads immutable files from their backing memfds and the server sees no reads at all.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;

@@ -1,6 +1,9 @@
 //! Tests that drive the `dormouse` binary. They belong to the binary's own package, so cargo
 //! builds the binary for them and hands its path over as `CARGO_BIN_EXE_dormouse`.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod bundle;
 mod check;
 mod check_rpm;

@@ -9,6 +9,9 @@
 //!   names the script, never a skip — except in quick mode (`DORMOUSE_QUICK=1`), documented in
 //!   README.md, where such tests skip loudly.
 
+// Test support: a failed expectation is a failed test, with the message saying which.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 

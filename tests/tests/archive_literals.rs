@@ -6,6 +6,9 @@
 //! (`#[cfg(test)]` in a crate's `src/`), which feeds synthetic input to a pure function and
 //! never reads the test bed.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 use dormouse_tests::workspace_root;

@@ -1,6 +1,9 @@
 //! The generated guest disks attach read-only, their root is found by content, and attaching
 //! them never changes a byte of the image.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Read;
 
 use dormouse_tests::{TestbedDisk, testbed};

@@ -1,6 +1,9 @@
 //! The guest tree assembled from real disks and the guest's own fstab; stopped-guest
 //! snapshots synthesized from it; the disk list of a real save image's configuration.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -4,6 +4,9 @@
 //! trees and inline) resolve to the deepest existing module; a module's ancestors and
 //! descendants do not count; `#[cfg(test)] mod tests` blocks are left out.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -59,7 +62,11 @@ fn expand_tree(tree: &str) -> Vec<Vec<String>> {
     let Some(open) = tree.find('{') else {
         return vec![tree.split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect()];
     };
-    let prefix: Vec<String> = tree[..open].split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let prefix: Vec<String> = tree[..open]
+        .split("::")
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
     let (mut items, mut depth, mut current) = (Vec::new(), 0, String::new());
     for c in inner.chars() {
@@ -96,7 +103,10 @@ fn edges(mods: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<Module>>
         let text = without_tests_and_comments(&std::fs::read_to_string(path).unwrap());
         let mut paths = Vec::new();
         for (at, _) in text.match_indices("use ") {
-            let word_start = text[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric() && c != '_');
+            let word_start = text[..at]
+                .chars()
+                .next_back()
+                .is_none_or(|c| !c.is_alphanumeric() && c != '_');
             if let Some(end) = text[at..].find(';').filter(|_| word_start) {
                 paths.extend(expand(&text[at + 4..at + end]));
             }
@@ -122,7 +132,10 @@ fn edges(mods: &BTreeMap<Module, PathBuf>) -> BTreeMap<Module, BTreeSet<Module>>
                 .into_iter()
                 .chain(rest.iter().filter(|p| *p != "self" && *p != "*").cloned())
                 .collect();
-            let Some(target) = (1..=full.len()).rev().map(|n| full[..n].to_vec()).find(|m| mods.contains_key(m))
+            let Some(target) = (1..=full.len())
+                .rev()
+                .map(|n| full[..n].to_vec())
+                .find(|m| mods.contains_key(m))
             else {
                 continue;
             };
@@ -227,7 +240,14 @@ fn a_planted_cycle_is_found() {
     assert_eq!(crate_cycles(src), vec!["c <-> a::inner".to_owned()]);
     std::fs::write(src.join("b.rs"), "pub struct X;\n// use crate::a;\n").unwrap();
     assert_eq!(crate_cycles(src).len(), 1);
-    std::fs::write(src.join("b.rs"), "pub struct X;\nuse crate::a::inner as i;\nfn h() { i::f() }\n").unwrap();
+    std::fs::write(
+        src.join("b.rs"),
+        "pub struct X;\nuse crate::a::inner as i;\nfn h() { i::f() }\n",
+    )
+    .unwrap();
     std::fs::write(src.join("c.rs"), "pub fn g() {}\n").unwrap();
-    assert!(crate_cycles(src).is_empty(), "a uses b, b uses a::inner, nothing leads back");
+    assert!(
+        crate_cycles(src).is_empty(),
+        "a uses b, b uses a::inner, nothing leads back"
+    );
 }

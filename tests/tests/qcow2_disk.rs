@@ -1,6 +1,9 @@
 //! qcow2 guest disks open through qemu-storage-daemon's FUSE export, read-only all the way
 //! down the backing chain, and leave no daemon, mount or loop device behind.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

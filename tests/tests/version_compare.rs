@@ -1,6 +1,9 @@
 //! Version ordering agrees with the real tools on real versions: `dpkg --compare-versions`
 //! and rpm's own `rpm.vercmp` over pairs of versions taken from the host's Debian indices.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -7,6 +7,9 @@
 //! `cargo build -p dormouse` into the same target directory (a no-op when it is fresh), or
 //! taken from `$DORMOUSE_BIN`.
 
+// Tests and their helpers fail by panicking, with the message saying what.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod equivalence;
 mod faults;
 mod serve;
