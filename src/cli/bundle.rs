@@ -1,0 +1,73 @@
+//! `dormouse keygen` and `dormouse bundle show|verify`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use crate::output::Stdout;
+
+#[derive(Subcommand)]
+pub(crate) enum BundleCommand {
+    /// What a bundle changes: files added/changed/removed, scripts by type, packages.
+    Show {
+        bundle: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle's signature (BUNDLE.minisig) and every member against its manifest.
+    /// Same signature check by the standard tool: `minisign -Vm BUNDLE -p KEY`.
+    Verify {
+        bundle: PathBuf,
+        /// The signer's public key (`dormouse keygen`'s PREFIX.pub).
+        #[arg(long, value_name = "PUB")]
+        key: PathBuf,
+    },
+}
+
+pub(crate) fn keygen(prefix: &Path) -> Result<()> {
+    let key = applier::bundle::write::generate_key()?;
+    let (secret, public) = applier::bundle::write::write_key_pair(&key, prefix)?;
+    writeln!(
+        Stdout::lock(),
+        "secret key {} (keep it in dom0), public key {} (id {})",
+        secret.display(),
+        public.display(),
+        key.public().key_id_hex()
+    )?;
+    Ok(())
+}
+
+pub(crate) fn bundle(command: BundleCommand) -> Result<()> {
+    match command {
+        BundleCommand::Show { bundle, json } => {
+            let bundle = applier::bundle::read::Bundle::open(&bundle)?;
+            let summary = applier::bundle::summary::summarize(bundle.manifest());
+            let mut out = Stdout::lock();
+            if json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
+            } else {
+                writeln!(out, "{summary}")?;
+            }
+            Ok(())
+        }
+        BundleCommand::Verify { bundle, key } => {
+            let public = applier::bundle::sign::PublicKey::read(&key)?;
+            let sig_path = applier::bundle::sign::signature_path(&bundle);
+            let signature = applier::bundle::sign::read_signature(&sig_path)?;
+            let trusted = public.verify_file(&bundle, &signature, &sig_path)?;
+            let stats = applier::bundle::read::Bundle::open(&bundle)?.verify_payload()?;
+            writeln!(
+                Stdout::lock(),
+                "{}: signature by key {} good ({trusted}); {} members, {} bytes match the manifest",
+                bundle.display(),
+                public.key_id_hex(),
+                stats.members,
+                stats.bytes
+            )?;
+            Ok(())
+        }
+    }
+}

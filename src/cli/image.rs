@@ -1,0 +1,165 @@
+//! The memory image every introspecting command takes, and the snapshot made from it.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use introspect::linux::{GuestSnapshot, ProfileFiles};
+
+use super::tempfile_dir;
+
+#[derive(Args)]
+pub(crate) struct ImageArgs {
+    /// Memory image: `xl save` file, `xl dump-core` file or ELF core (format detected by
+    /// content), or `domain:DOMID` for a live Xen domain: pause it first (`xl pause`), since a
+    /// running guest changes under the reader (needs the `xen` feature, in dom0).
+    pub(crate) image: PathBuf,
+    /// A guest disk (PATH, or PATH:N to name the root partition), read-only; repeat for each
+    /// disk. Profile files are taken from /boot/System.map-<release> and
+    /// /boot/vmlinuz-<release> as the guest's fstab mounts them, when they are real.
+    #[arg(long = "disk", value_name = "DISK[:PART]")]
+    pub(crate) disks: Vec<String>,
+    /// The running kernel's System.map (checked against the kallsyms in memory when present).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) system_map: Option<PathBuf>,
+    /// The running kernel's vmlinuz or vmlinux, for its .BTF types.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) kernel: Option<PathBuf>,
+    /// A Volatility 3 ISF profile (JSON, optionally xz-compressed) for symbols and types.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) isf: Option<PathBuf>,
+}
+
+pub(crate) fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
+    Ok(snapshot_and_config(args)?.0)
+}
+
+impl ImageArgs {
+    /// The live domain IMAGE names (`domain:DOMID`), unless a file of that name exists.
+    pub(crate) fn domain(&self) -> Option<u32> {
+        let domid = self.image.to_str()?.strip_prefix("domain:")?.parse().ok()?;
+        (!self.image.exists()).then_some(domid)
+    }
+
+    /// What is read, for messages: the image's path or `domain N`.
+    pub(crate) fn source(&self) -> String {
+        match self.domain() {
+            Some(domid) => format!("domain {domid}"),
+            None => self.image.display().to_string(),
+        }
+    }
+
+    pub(crate) fn open(&self) -> Result<Box<dyn introspect::PhysMemory>> {
+        match self.domain() {
+            Some(domid) => open_domain(domid),
+            None => Ok(introspect::open_memory(&self.image)?),
+        }
+    }
+
+    /// The save image itself, for commands that need the file (restore).
+    pub(crate) fn image_file(&self) -> Result<&PathBuf> {
+        match self.domain() {
+            Some(domid) => bail!("domain {domid}: this command needs the save image's path, not a live domain"),
+            None => Ok(&self.image),
+        }
+    }
+}
+
+#[cfg(feature = "xen")]
+pub(crate) fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
+    introspect::open_live_domain(domid).with_context(|| {
+        format!("attaching to domain {domid} (is this dom0, as root, and is the domain paused? `xl list`)")
+    })
+}
+
+#[cfg(not(feature = "xen"))]
+pub(crate) fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>> {
+    bail!(
+        "domain:{domid}: this dormouse was built without live-domain support; build it with \
+         `cargo build --release --features xen` (needs Debian's libxen-dev) and run it in dom0"
+    )
+}
+
+/// The snapshot, and the domain configuration the image embeds (`xl save`).
+pub(crate) fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Option<introspect::DomainConfig>)> {
+    let mem = args.open()?;
+    let disks: Vec<_> = args
+        .disks
+        .iter()
+        .map(|d| emulator::emulate::DiskArg::parse(d))
+        .collect();
+    let snapshot = snapshot_of(args, mem.as_ref(), &disks)?;
+    Ok((snapshot, mem.domain_config().cloned()))
+}
+
+/// Introspects `mem` with the profile files IMAGE's flags name and those on `disks`.
+pub(crate) fn snapshot_of(
+    args: &ImageArgs,
+    mem: &dyn introspect::PhysMemory,
+    disks: &[emulator::emulate::DiskArg],
+) -> Result<GuestSnapshot> {
+    let mut files = ProfileFiles::default();
+    if !disks.is_empty() {
+        let release = introspect::linux::kernel_release(mem)
+            .with_context(|| format!("{}: no kernel release in memory to pick /boot files by", args.source()))?;
+        profile_from_disks(disks, &release, &mut files)?;
+    }
+    if let Some(path) = &args.system_map {
+        files.system_map = Some(read_system_map(path)?);
+    }
+    if let Some(path) = &args.kernel {
+        let image = introspect::KernelImage::open(path)?;
+        let btf = image
+            .btf()
+            .with_context(|| format!("{}: no usable .BTF section", path.display()))?;
+        files.btf = Some((format!("BTF of {}", path.display()), btf));
+    }
+    if let Some(path) = &args.isf {
+        files.isf = Some((path.display().to_string(), introspect::Isf::open(path)?));
+    }
+    Ok(introspect::linux::snapshot(mem, &files)?)
+}
+
+pub(crate) fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbols)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let symbols = introspect::Symbols::from_system_map(&text).with_context(|| path.display().to_string())?;
+    Ok((path.display().to_string(), symbols))
+}
+
+/// Reads the guest's own /boot files for `release` from its disks, read-only, where its fstab
+/// mounts /boot. Debian installs a placeholder System.map (the real one is in the -dbg
+/// package): such a file is skipped.
+pub(crate) fn profile_from_disks(
+    disks: &[emulator::emulate::DiskArg],
+    release: &str,
+    files: &mut ProfileFiles,
+) -> Result<()> {
+    let scratch = tempfile_dir()?;
+    let boot = emulator::boot_files::read_boot_files(disks, release, scratch.path())?;
+    for note in &boot.notes {
+        eprintln!("dormouse: reading /boot: {note}");
+    }
+    if let Some(map) = &boot.system_map {
+        let text = String::from_utf8_lossy(&map.bytes);
+        match introspect::Symbols::from_system_map(&text) {
+            Ok(symbols) if symbols.len() > 1 => files.system_map = Some((map.label.clone(), symbols)),
+            _ => eprintln!("dormouse: {} is a placeholder; using memory", map.label),
+        }
+    }
+    if let Some(vmlinuz) = boot.vmlinuz {
+        let label = vmlinuz.label;
+        let btf = introspect::KernelImage::from_bytes(PathBuf::from(&label), vmlinuz.bytes)
+            .map_err(anyhow::Error::from)
+            .and_then(|image| image.btf().map_err(anyhow::Error::from));
+        match btf {
+            Ok(btf) => files.btf = Some((format!("BTF of {label}"), btf)),
+            Err(e) => eprintln!("dormouse: {label} gives no BTF ({e:#}); using memory"),
+        }
+    } else if boot.system_map.is_none() {
+        eprintln!(
+            "dormouse: {} has neither /boot/System.map-{release} nor /boot/vmlinuz-{release}; using memory",
+            boot.boot_volume
+        );
+    }
+    Ok(())
+}
