@@ -4,8 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+use introspect::linux::ProfileFiles;
+use introspect::{KernelImage, Symbols};
+
+use crate::disk::DiskSpec;
 use crate::disk::read_in_root;
-use crate::emulate::{DiskArg, EmulateError, attach};
+use crate::emulate::{EmulateError, attach};
 use crate::guest_tree::{GuestTree, Unmountable};
 
 /// A System.map is a few MiB, a vmlinuz ~10 MiB; a guest file claiming more is not one.
@@ -33,7 +37,7 @@ pub struct BootFiles {
 /// Mounts `disks` read-only under `scratch` (an empty directory, removed by the caller),
 /// assembles the guest's tree from its fstab, and reads the two /boot files of `release`.
 /// Filesystems that cannot be mounted are noted, not fatal: /boot may still be readable.
-pub fn read_boot_files(disks: &[DiskArg], release: &str, scratch: &Path) -> Result<BootFiles, EmulateError> {
+pub fn read_boot_files(disks: &[DiskSpec], release: &str, scratch: &Path) -> Result<BootFiles, EmulateError> {
     if disks.is_empty() {
         return Err(EmulateError::NoDisks);
     }
@@ -87,6 +91,42 @@ pub fn read_boot_files(disks: &[DiskArg], release: &str, scratch: &Path) -> Resu
     drop(assembled);
     drop(tree);
     Ok(files)
+}
+
+/// The kernel profile the guest's own /boot holds for `release` (see [`read_boot_files`]), and
+/// remarks for the operator: what was skipped and why. Debian installs a placeholder
+/// System.map (the real one is in the -dbg package): such a file is skipped, as is a vmlinuz
+/// without usable BTF; the image's own memory then serves.
+pub fn profile_files(
+    disks: &[DiskSpec],
+    release: &str,
+    scratch: &Path,
+) -> Result<(ProfileFiles, Vec<String>), EmulateError> {
+    let boot = read_boot_files(disks, release, scratch)?;
+    let mut files = ProfileFiles::default();
+    let mut remarks: Vec<String> = boot.notes.iter().map(|n| format!("reading /boot: {n}")).collect();
+    if let Some(map) = &boot.system_map {
+        match Symbols::from_system_map(&String::from_utf8_lossy(&map.bytes)) {
+            Ok(symbols) if symbols.len() > 1 => files.system_map = Some((map.label.clone(), symbols)),
+            _ => remarks.push(format!("{} is a placeholder; using memory", map.label)),
+        }
+    }
+    if let Some(vmlinuz) = boot.vmlinuz {
+        let label = vmlinuz.label;
+        let btf = KernelImage::from_bytes(PathBuf::from(&label), vmlinuz.bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|image| image.btf().map_err(|e| e.to_string()));
+        match btf {
+            Ok(btf) => files.btf = Some((format!("BTF of {label}"), btf)),
+            Err(e) => remarks.push(format!("{label} gives no BTF ({e}); using memory")),
+        }
+    } else if boot.system_map.is_none() {
+        remarks.push(format!(
+            "{} has neither /boot/System.map-{release} nor /boot/vmlinuz-{release}; using memory",
+            boot.boot_volume
+        ));
+    }
+    Ok((files, remarks))
 }
 
 fn io(what: &'static str, path: &Path, source: std::io::Error) -> EmulateError {

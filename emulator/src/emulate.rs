@@ -3,12 +3,12 @@
 //! disk for a stopped VM). Attaches the disks read-only, assembles the guest's filesystems
 //! from its fstab, and runs the command in the sandbox over one overlay per filesystem.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use introspect::linux::GuestSnapshot;
 use serde::Serialize;
 
-use crate::disk::{DiskError, GuestDisk, ImageFormat};
+use crate::disk::{DiskError, DiskSpec, GuestDisk};
 use crate::guest_tree::{AttachedDisk, GuestFilesystem, GuestTree, GuestTreeError, RootChoice, SkippedEntry};
 use crate::run::CaptureContext;
 use crate::run::{RunDir, RunError, RunOptions, RunReport};
@@ -31,34 +31,9 @@ pub enum EmulateError {
     Run(#[from] RunError),
 }
 
-/// One guest disk as given on the command line or by the xl config.
-#[derive(Debug, Clone)]
-pub struct DiskArg {
-    pub path: PathBuf,
-    /// Declared format (xl config); `None` probes (raw, or a qcow2 without backing file).
-    pub format: Option<ImageFormat>,
-    /// The name the guest knows it by (`xvda`), for fstab's `/dev/xvda1` entries.
-    pub vdev: Option<String>,
-    /// `--disk PATH:N`: the root filesystem is partition N of this disk.
-    pub root_partition: Option<u32>,
-}
-
-impl DiskArg {
-    /// `PATH` or `PATH:N`, as [`crate::disk::disk_and_partition`] reads them.
-    pub fn parse(text: &str) -> DiskArg {
-        let (path, root_partition) = crate::disk::disk_and_partition(text);
-        DiskArg {
-            path,
-            format: None,
-            vdev: None,
-            root_partition,
-        }
-    }
-}
-
 /// Opens `disks` read-only (qcow2 exported under `export_dir`) and says which volume is the
 /// root: the last `PATH:N` given, or found by content.
-pub(crate) fn attach(disks: &[DiskArg], export_dir: &Path) -> Result<(Vec<AttachedDisk>, RootChoice), DiskError> {
+pub(crate) fn attach(disks: &[DiskSpec], export_dir: &Path) -> Result<(Vec<AttachedDisk>, RootChoice), DiskError> {
     let mut attached = Vec::new();
     let mut root = RootChoice::Auto;
     for (index, arg) in disks.iter().enumerate() {
@@ -99,7 +74,7 @@ pub struct EmulateReport {
 /// Attaches `disks`, assembles the guest tree, and runs `options.command` over it with the
 /// snapshot as the guest's /proc. The process must already be in a private mount namespace.
 pub fn emulate(
-    disks: &[DiskArg],
+    disks: &[DiskSpec],
     snapshot: SnapshotSource,
     options: RunOptions,
     state_dir: &Path,
@@ -110,7 +85,7 @@ pub fn emulate(
 /// [`emulate`], with `capture` run after the command while the upper layers and the guest's
 /// read-only mounts still exist (see [`crate::run::run`]).
 pub fn emulate_with<T>(
-    disks: &[DiskArg],
+    disks: &[DiskSpec],
     snapshot: SnapshotSource,
     options: RunOptions,
     state_dir: &Path,

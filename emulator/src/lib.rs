@@ -6,6 +6,7 @@ pub mod capture;
 pub mod disk;
 pub mod emulate;
 pub mod guest_tree;
+pub mod limit;
 pub mod netproxy;
 pub mod run;
 pub mod sandbox;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
+use emulator::limit::{ByteLimit, CountLimit};
 
 use super::image::{ImageArgs, snapshot_of};
 use crate::output::{self, Stdout};
@@ -67,16 +68,16 @@ pub(crate) struct EmulateArgs {
     state_dir: PathBuf,
     /// Memory limit of the sandbox (e.g. 4G, 512M; `none` for unlimited).
     #[arg(long, default_value = "4G")]
-    memory: String,
+    memory: ByteLimit,
     /// Process limit of the sandbox (`none` for unlimited).
     #[arg(long, default_value = "4096")]
-    pids: String,
+    pids: CountLimit,
     /// Wall-time limit in seconds (`none` for unlimited).
     #[arg(long, default_value = "3600")]
-    timeout: String,
+    timeout: CountLimit,
     /// Size limit of the scratch tmpfs holding the changes.
     #[arg(long, default_value = "8G")]
-    scratch_size: String,
+    scratch_size: ByteLimit,
     /// Bind a dom0 file or directory read-only into the sandbox at TARGET, which must be under
     /// /run or /tmp (e.g. local .debs: --bind ./debs:/run/debs). Repeatable.
     #[arg(long = "bind", value_name = "SOURCE:TARGET")]
@@ -111,10 +112,12 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
     emulator::run::enter_private_mount_namespace()?;
     emulator::run::catch_termination_signals()?;
     let limits = emulator::run::Limits {
-        memory_bytes: parse_size("--memory", &args.memory)?,
-        pids: parse_count("--pids", &args.pids)?,
-        wall: parse_count("--timeout", &args.timeout)?.map(std::time::Duration::from_secs),
-        scratch_bytes: parse_size("--scratch-size", &args.scratch_size)?
+        memory_bytes: args.memory.0,
+        pids: args.pids.0,
+        wall: args.timeout.0.map(std::time::Duration::from_secs),
+        scratch_bytes: args
+            .scratch_size
+            .0
             .context("--scratch-size needs a size: the changes live in memory")?,
         ..Default::default()
     };
@@ -133,11 +136,8 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
             .with_context(|| format!("--allow {text}: expected HOST:PORT"))?;
         allow.extend(endpoints);
     }
-    let mut disks: Vec<emulator::emulate::DiskArg> = args
-        .disks
-        .iter()
-        .map(|d| emulator::emulate::DiskArg::parse(d))
-        .collect();
+    let mut disks: Vec<emulator::disk::DiskSpec> =
+        args.disks.iter().map(|d| emulator::disk::DiskSpec::parse(d)).collect();
     let snapshot_started = std::time::Instant::now();
     let snapshot = match &args.image {
         Some(image) => {
@@ -236,7 +236,7 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
     if report.run.timed_out {
         eprintln!(
             "dormouse: the command exceeded --timeout {} s and was killed",
-            args.timeout
+            args.timeout.0.unwrap_or_default()
         );
         return Ok(124);
     }
@@ -250,7 +250,7 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
 pub(crate) fn disks_from_image_config(
     image: &std::path::Path,
     config: Option<&introspect::DomainConfig>,
-) -> Result<Vec<emulator::emulate::DiskArg>> {
+) -> Result<Vec<emulator::disk::DiskSpec>> {
     let config = config.with_context(|| {
         format!(
             "{} records no domain configuration; pass the guest's disks with --disk PATH",
@@ -266,49 +266,7 @@ pub(crate) fn disks_from_image_config(
             skipped.reason
         );
     }
-    Ok(found
-        .usable
-        .into_iter()
-        .map(|d| emulator::emulate::DiskArg {
-            path: d.path,
-            format: d.format,
-            vdev: d.vdev,
-            root_partition: None,
-        })
-        .collect())
-}
-
-/// `4G`, `512M`, `64k`, plain bytes, or `none`.
-pub(crate) fn parse_size(flag: &str, text: &str) -> Result<Option<u64>> {
-    if text == "none" {
-        return Ok(None);
-    }
-    let (digits, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let shift = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        "T" => 40,
-        _ => bail!("{flag} {text}: expected a size like 512M or 4G, or `none`"),
-    };
-    let n: u64 = digits
-        .parse()
-        .with_context(|| format!("{flag} {text}: expected a size like 512M or 4G"))?;
-    Ok(Some(
-        n.checked_shl(shift)
-            .filter(|v| v >> shift == n)
-            .with_context(|| format!("{flag} {text}: too large"))?,
-    ))
-}
-
-pub(crate) fn parse_count(flag: &str, text: &str) -> Result<Option<u64>> {
-    if text == "none" {
-        return Ok(None);
-    }
-    Ok(Some(text.parse().with_context(|| {
-        format!("{flag} {text}: expected a number or `none`")
-    })?))
+    Ok(found.usable)
 }
 
 pub(crate) fn cleanup(state_dir: &Path, json: bool) -> Result<()> {

@@ -83,11 +83,7 @@ pub(crate) fn open_domain(domid: u32) -> Result<Box<dyn introspect::PhysMemory>>
 /// The snapshot, and the domain configuration the image embeds (`xl save`).
 pub(crate) fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Option<introspect::DomainConfig>)> {
     let mem = args.open()?;
-    let disks: Vec<_> = args
-        .disks
-        .iter()
-        .map(|d| emulator::emulate::DiskArg::parse(d))
-        .collect();
+    let disks: Vec<_> = args.disks.iter().map(|d| emulator::disk::DiskSpec::parse(d)).collect();
     let snapshot = snapshot_of(args, mem.as_ref(), &disks)?;
     Ok((snapshot, mem.domain_config().cloned()))
 }
@@ -96,13 +92,18 @@ pub(crate) fn snapshot_and_config(args: &ImageArgs) -> Result<(GuestSnapshot, Op
 pub(crate) fn snapshot_of(
     args: &ImageArgs,
     mem: &dyn introspect::PhysMemory,
-    disks: &[emulator::emulate::DiskArg],
+    disks: &[emulator::disk::DiskSpec],
 ) -> Result<GuestSnapshot> {
     let mut files = ProfileFiles::default();
     if !disks.is_empty() {
         let release = introspect::linux::kernel_release(mem)
             .with_context(|| format!("{}: no kernel release in memory to pick /boot files by", args.source()))?;
-        profile_from_disks(disks, &release, &mut files)?;
+        let scratch = tempfile_dir()?;
+        let remarks;
+        (files, remarks) = emulator::boot_files::profile_files(disks, &release, scratch.path())?;
+        for remark in remarks {
+            eprintln!("dormouse: {remark}");
+        }
     }
     if let Some(path) = &args.system_map {
         files.system_map = Some(read_system_map(path)?);
@@ -124,42 +125,4 @@ pub(crate) fn read_system_map(path: &std::path::Path) -> Result<(String, introsp
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let symbols = introspect::Symbols::from_system_map(&text).with_context(|| path.display().to_string())?;
     Ok((path.display().to_string(), symbols))
-}
-
-/// Reads the guest's own /boot files for `release` from its disks, read-only, where its fstab
-/// mounts /boot. Debian installs a placeholder System.map (the real one is in the -dbg
-/// package): such a file is skipped.
-pub(crate) fn profile_from_disks(
-    disks: &[emulator::emulate::DiskArg],
-    release: &str,
-    files: &mut ProfileFiles,
-) -> Result<()> {
-    let scratch = tempfile_dir()?;
-    let boot = emulator::boot_files::read_boot_files(disks, release, scratch.path())?;
-    for note in &boot.notes {
-        eprintln!("dormouse: reading /boot: {note}");
-    }
-    if let Some(map) = &boot.system_map {
-        let text = String::from_utf8_lossy(&map.bytes);
-        match introspect::Symbols::from_system_map(&text) {
-            Ok(symbols) if symbols.len() > 1 => files.system_map = Some((map.label.clone(), symbols)),
-            _ => eprintln!("dormouse: {} is a placeholder; using memory", map.label),
-        }
-    }
-    if let Some(vmlinuz) = boot.vmlinuz {
-        let label = vmlinuz.label;
-        let btf = introspect::KernelImage::from_bytes(PathBuf::from(&label), vmlinuz.bytes)
-            .map_err(anyhow::Error::from)
-            .and_then(|image| image.btf().map_err(anyhow::Error::from));
-        match btf {
-            Ok(btf) => files.btf = Some((format!("BTF of {label}"), btf)),
-            Err(e) => eprintln!("dormouse: {label} gives no BTF ({e:#}); using memory"),
-        }
-    } else if boot.system_map.is_none() {
-        eprintln!(
-            "dormouse: {} has neither /boot/System.map-{release} nor /boot/vmlinuz-{release}; using memory",
-            boot.boot_volume
-        );
-    }
-    Ok(())
 }

@@ -8,12 +8,28 @@ use serde::Serialize;
 
 use super::format::ImageFormat;
 
-/// A disk to open: where, as what format (`None`: probe), and the name the guest knows it by.
+/// A guest disk to open, as `--disk` or the xl config gives it: where, as what format
+/// (`None`: probe), the name the guest knows it by, and (`--disk PATH:N`) which partition is
+/// the root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DiskSpec {
     pub path: PathBuf,
     pub format: Option<ImageFormat>,
     pub vdev: Option<String>,
+    pub root_partition: Option<u32>,
+}
+
+impl DiskSpec {
+    /// `PATH` or `PATH:N`, as [`super::disk_and_partition`] reads them.
+    pub fn parse(text: &str) -> DiskSpec {
+        let (path, root_partition) = super::disk_and_partition(text);
+        DiskSpec {
+            path,
+            format: None,
+            vdev: None,
+            root_partition,
+        }
+    }
 }
 
 /// A configured disk that is not opened, and why.
@@ -99,6 +115,7 @@ pub fn disks_from_config(config: &DomainConfig) -> Result<ConfigDisks, NoConfigD
             path,
             format: Some(format),
             vdev: disk.vdev.clone(),
+            root_partition: None,
         });
     }
     if out.usable.is_empty() {
@@ -131,12 +148,14 @@ mod tests {
                 DiskSpec {
                     path: here.clone(),
                     format: Some(ImageFormat::Qcow2),
-                    vdev: Some("xvda".into())
+                    vdev: Some("xvda".into()),
+                    root_partition: None,
                 },
                 DiskSpec {
                     path: here.clone(),
                     format: Some(ImageFormat::Raw),
-                    vdev: Some("xvdd".into())
+                    vdev: Some("xvdd".into()),
+                    root_partition: None,
                 }
             ]
         );
