@@ -1,15 +1,11 @@
-//! The bundle format (manifest, payload, signature) and the dom0 side of restoring a patched
-//! domain: `xl restore -p`, nftables isolation of its vifs, delivery to the guest agent.
-//!
-//! Isolation (`isolate`), the seam to Xen (`toolstack`), the channel to the agent (`transport`,
-//! whose framing the agent shares) and the orchestration (`restore`). See DESIGN.md, "Restore
+//! The dom0 side of restoring a patched domain: packing a bundle from an emulation (`pack`),
+//! `xl restore -p`, nftables isolation of its vifs (`isolate`), the seam to Xen
+//! (`toolstack`), delivery to the guest agent (`transport`, over the framing of the `bundle`
+//! crate, which the agent shares) and the orchestration (`restore`). See DESIGN.md, "Restore
 //! and isolation".
 
-pub mod bundle;
-#[cfg(feature = "dom0")]
 pub mod isolate;
-#[cfg(feature = "dom0")]
+pub mod pack;
 pub mod restore;
-#[cfg(feature = "dom0")]
 pub mod toolstack;
 pub mod transport;

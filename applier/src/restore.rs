@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use introspect::linux::GuestSnapshot;
 use serde::Serialize;
 
-use crate::bundle::BundleError;
-use crate::bundle::manifest::GuestIdentity;
-use crate::bundle::read::Bundle;
-use crate::bundle::sign::{PublicKey, read_signature, signature_path};
 use crate::isolate::{self, Allow};
 use crate::toolstack::{Toolstack, ToolstackError};
 use crate::transport::{self, Message};
+use bundle::BundleError;
+use bundle::manifest::GuestIdentity;
+use bundle::read::Bundle;
+use bundle::sign::{PublicKey, read_signature, signature_path};
 
 /// Where the pending keys live in xenstore (see `scripts/vif-dormouse`).
 pub const PENDING_ROOT: &str = "/dormouse/pending";
@@ -92,7 +92,7 @@ fn before_isolation(domid: u32, paused: bool, what: &str, detail: String) -> Res
 #[derive(Debug, Clone)]
 pub struct RestoreOptions {
     pub image: PathBuf,
-    /// The guest the image holds (from its snapshot: [`crate::bundle::write::guest_identity`]).
+    /// The guest the image holds (from its snapshot: [`crate::pack::guest_identity`]).
     pub image_identity: GuestIdentity,
     pub delivery: DeliveryOptions,
 }

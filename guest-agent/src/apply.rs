@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use applier::bundle::manifest::{BaseType, EntryType, Manifest, PayloadEntry, Phase, Script};
-use applier::bundle::read::{Bundle, Member};
-use applier::bundle::sign::{PublicKey, read_signature, signature_path};
-use applier::bundle::tar::Header;
+use bundle::manifest::{BaseType, EntryType, Manifest, PayloadEntry, Phase, Script};
+use bundle::read::{Bundle, Member};
+use bundle::sign::{PublicKey, read_signature, signature_path};
+use bundle::tar::Header;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -513,7 +513,7 @@ fn verify(path: &Path, key: &Path) -> Result<Verified> {
     let payload = manifest.files.iter().fold(0u64, |sum, e| sum.saturating_add(e.size));
     let mut files = (payload <= MAX_BUFFERED_BYTES).then(|| Vec::with_capacity(manifest.files.len()));
     let mut scripts = ScriptBytes::new();
-    let read = |data: &mut dyn Read, size: u64| -> Result<Vec<u8>, applier::bundle::BundleError> {
+    let read = |data: &mut dyn Read, size: u64| -> Result<Vec<u8>, bundle::BundleError> {
         // `size` is the manifest's, within the bounds checked above.
         let size = size as usize;
         let mut bytes = Vec::with_capacity(size);
@@ -523,7 +523,7 @@ fn verify(path: &Path, key: &Path) -> Result<Verified> {
             bytes.resize(size.min(start + READ_CHUNK), 0);
             let n = data
                 .read(&mut bytes[start..])
-                .map_err(|source| applier::bundle::BundleError::Io {
+                .map_err(|source| bundle::BundleError::Io {
                     what: "reading a member of",
                     path: path.to_owned(),
                     source,
@@ -914,7 +914,7 @@ fn install(root: &Root, verified: &Verified, timings: &mut Timings) -> Result<u6
                 let Member::File(entry) = member else { return Ok(()) };
                 stage_one(entry, header, data).map_err(|e| {
                     failure.get_or_insert(e);
-                    applier::bundle::BundleError::Format {
+                    bundle::BundleError::Format {
                         path: PathBuf::from(&entry.path),
                         detail: "staging failed".into(),
                     }
@@ -1026,7 +1026,7 @@ fn plan_placement(root: &Root, script: &Script, bytes: &[u8]) -> Result<Option<P
     if script.size == 0 {
         return Ok(None);
     }
-    applier::bundle::read::check_guest_path(&script.path).map_err(|e| anyhow!("{}: {e}", script.file))?;
+    bundle::read::check_guest_path(&script.path).map_err(|e| anyhow!("{}: {e}", script.file))?;
     let mut created_dirs = Vec::new();
     let mut parent = String::new();
     let components: Vec<&str> = script.path.trim_start_matches('/').split('/').collect();

@@ -139,7 +139,7 @@ impl Root {
     }
 
     /// The parent directory and name of `guest` (an absolute, normalized guest path, see
-    /// `applier::bundle::read::check_guest_path`). A symlink among the parents is `ELOOP`.
+    /// `bundle::read::check_guest_path`). A symlink among the parents is `ELOOP`.
     pub fn at(&self, guest: &str) -> io::Result<At> {
         self.resolve(guest)
             .map_err(context("resolving the parent directory of", guest))

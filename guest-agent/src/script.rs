@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use applier::bundle::manifest::Script;
+use bundle::manifest::Script;
 
 /// The environment every script starts from, as `dormouse emulate` gave the package manager
 /// (emulator's `command_env`); the recorded `DPKG_*`/`DEBCONF_*`/`DEBIAN_FRONTEND` (and rpm's)

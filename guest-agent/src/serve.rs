@@ -1,5 +1,5 @@
 //! `dormouse-agent serve`: receives bundles from dom0 over the agent channel and applies them
-//! with the same code as `apply` (see `applier::transport` for the protocol).
+//! with the same code as `apply` (see `bundle::transport` for the protocol).
 //!
 //! Trust: the bundle's signature by the pinned key is what authorizes running it, exactly as
 //! with `apply`; the connection itself is only accepted from the configured dom0 address (and
@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use applier::bundle::read::Bundle;
-use applier::bundle::sign::{PublicKey, signature_path};
-use applier::transport::{self, MAX_SIGNATURE, Message, TransportError};
+use bundle::read::Bundle;
+use bundle::sign::{PublicKey, signature_path};
+use bundle::transport::{self, MAX_SIGNATURE, Message, TransportError};
 
 use crate::apply::{ApplyOptions, apply};
 use crate::journal::check_id;

@@ -28,8 +28,8 @@ pub(crate) enum BundleCommand {
 }
 
 pub(crate) fn keygen(prefix: &Path) -> Result<()> {
-    let key = applier::bundle::write::generate_key()?;
-    let (secret, public) = applier::bundle::write::write_key_pair(&key, prefix)?;
+    let key = applier::pack::generate_key()?;
+    let (secret, public) = applier::pack::write_key_pair(&key, prefix)?;
     writeln!(
         Stdout::lock(),
         "secret key {} (keep it in dom0), public key {} (id {})",
@@ -43,8 +43,8 @@ pub(crate) fn keygen(prefix: &Path) -> Result<()> {
 pub(crate) fn bundle(command: BundleCommand) -> Result<()> {
     match command {
         BundleCommand::Show { bundle, json } => {
-            let bundle = applier::bundle::read::Bundle::open(&bundle)?;
-            let summary = applier::bundle::summary::summarize(bundle.manifest());
+            let bundle = bundle::read::Bundle::open(&bundle)?;
+            let summary = bundle::summary::summarize(bundle.manifest());
             let mut out = Stdout::lock();
             if json {
                 writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
@@ -54,11 +54,11 @@ pub(crate) fn bundle(command: BundleCommand) -> Result<()> {
             Ok(())
         }
         BundleCommand::Verify { bundle, key } => {
-            let public = applier::bundle::sign::PublicKey::read(&key)?;
-            let sig_path = applier::bundle::sign::signature_path(&bundle);
-            let signature = applier::bundle::sign::read_signature(&sig_path)?;
+            let public = bundle::sign::PublicKey::read(&key)?;
+            let sig_path = bundle::sign::signature_path(&bundle);
+            let signature = bundle::sign::read_signature(&sig_path)?;
             let trusted = public.verify_file(&bundle, &signature, &sig_path)?;
-            let stats = applier::bundle::read::Bundle::open(&bundle)?.verify_payload()?;
+            let stats = bundle::read::Bundle::open(&bundle)?.verify_payload()?;
             writeln!(
                 Stdout::lock(),
                 "{}: signature by key {} good ({trusted}); {} members, {} bytes match the manifest",

@@ -188,7 +188,7 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
     };
     // Read the key before the run: a bad key must not cost an emulation.
     let sign_key = match &args.sign_key {
-        Some(path) => Some(applier::bundle::sign::SecretKey::read(path)?),
+        Some(path) => Some(bundle::sign::SecretKey::read(path)?),
         None => None,
     };
     let created = std::time::SystemTime::now()
@@ -207,7 +207,7 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
             if run.exit_code != Some(0) || run.timed_out || run.interrupted {
                 return Ok(None);
             }
-            applier::bundle::write::bundle_from_run(context, out, key, created).map(Some)
+            applier::pack::bundle_from_run(context, out, key, created).map(Some)
         })?;
     report.run.phases.insert(0, snapshot_phase);
     let bundle = bundle.context("writing the bundle")?;

@@ -50,7 +50,7 @@ impl ChannelArgs {
         };
         Ok(applier::restore::DeliveryOptions {
             bundle: self.bundle.clone(),
-            key: applier::bundle::sign::PublicKey::read(&self.key)?,
+            key: bundle::sign::PublicKey::read(&self.key)?,
             key_path: self.key.clone(),
             agent,
             dom0,
@@ -138,7 +138,7 @@ pub(crate) fn restore_options(
     let agent = agent_of(agent, &snapshot, image)?;
     Ok(applier::restore::RestoreOptions {
         image: image.image_file()?.clone(),
-        image_identity: applier::bundle::write::guest_identity(&snapshot),
+        image_identity: applier::pack::guest_identity(&snapshot),
         delivery: channel.delivery(agent, timeout)?,
     })
 }

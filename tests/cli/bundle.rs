@@ -5,8 +5,8 @@
 use std::fs;
 use std::process::{Command, Output, Stdio};
 
-use applier::bundle::manifest::EntryType;
-use applier::bundle::read::{Bundle, Member};
+use bundle::manifest::EntryType;
+use bundle::read::{Bundle, Member};
 use dormouse_tests::{sha256_file, start_repo, testbed};
 use serde_json::Value;
 
@@ -112,7 +112,7 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
         manifest
             .scripts
             .iter()
-            .any(|s| s.package == "nginx" && s.script_type == applier::bundle::manifest::ScriptType::Postinst),
+            .any(|s| s.package == "nginx" && s.script_type == bundle::manifest::ScriptType::Postinst),
         "no nginx postinst among {:?}",
         manifest.scripts.iter().map(|s| &s.file).collect::<Vec<_>>()
     );

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use applier::bundle::sign::signature_path;
+use bundle::sign::signature_path;
 use dormouse_tests::{Testbed, copy_guest_root, start_repo, testbed};
 use serde_json::Value;
 

@@ -332,7 +332,7 @@ fn bundle_file_set_equals_the_plain_runs_changes() {
             "{name}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        let bundle = applier::bundle::read::Bundle::open(&bundle_path).unwrap();
+        let bundle = bundle::read::Bundle::open(&bundle_path).unwrap();
         let manifest = bundle.manifest();
         let excluded = |path: &str| {
             manifest
@@ -343,7 +343,7 @@ fn bundle_file_set_equals_the_plain_runs_changes() {
         let ours: std::collections::BTreeMap<String, Option<String>> = manifest
             .files
             .iter()
-            .filter(|f| f.entry_type != applier::bundle::manifest::EntryType::Dir)
+            .filter(|f| f.entry_type != bundle::manifest::EntryType::Dir)
             .map(|f| (f.path.clone(), f.sha256.clone()))
             .collect();
         // Everything the bundle carries, the plain run changed too, with the same bytes when a

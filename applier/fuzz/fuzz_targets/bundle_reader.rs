@@ -5,8 +5,8 @@
 
 use std::io::Read;
 
-use applier::bundle::read::Bundle;
-use applier::bundle::tar::Reader;
+use bundle::read::Bundle;
+use bundle::tar::Reader;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

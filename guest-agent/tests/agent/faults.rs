@@ -11,7 +11,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use applier::bundle::write::{BundleInputs, generate_key, sign_bundle, write_bundle, write_key_pair};
+use applier::pack::{BundleInputs, generate_key, sign_bundle, write_bundle, write_key_pair};
 use emulator::capture::{BaseFingerprint, BaseKind, ChangeSet, Entry, EntryKind, Xattr};
 use emulator::trace::record::{Manager, ScriptRecord, ScriptType};
 use serde_json::Value;
@@ -229,7 +229,7 @@ fn synthetic_bundle(base: &Path, work: &Path, postinst: Option<&str>, big: u64) 
     if postinst.is_none() {
         scripts.clear();
     }
-    let manifest_guest = applier::bundle::manifest::GuestIdentity {
+    let manifest_guest = bundle::manifest::GuestIdentity {
         domain_name: None,
         domain_uuid: None,
         kernel_release: "6.1.0-synthetic".into(),
@@ -434,8 +434,8 @@ fn tampering_wrong_keys_and_conflicts_change_nothing() {
     bytes[middle] ^= 0x01;
     fs::write(&flipped, bytes).unwrap();
     fs::copy(
-        applier::bundle::sign::signature_path(&bundle),
-        applier::bundle::sign::signature_path(&flipped),
+        bundle::sign::signature_path(&bundle),
+        bundle::sign::signature_path(&flipped),
     )
     .unwrap();
     refused(&flipped, &key, "does not match its signature");
@@ -452,11 +452,7 @@ fn tampering_wrong_keys_and_conflicts_change_nothing() {
     fs::create_dir(&loose).unwrap();
     fs::set_permissions(&loose, fs::Permissions::from_mode(0o777)).unwrap();
     fs::copy(&bundle, loose.join("b.dmb")).unwrap();
-    fs::copy(
-        applier::bundle::sign::signature_path(&bundle),
-        loose.join("b.dmb.minisig"),
-    )
-    .unwrap();
+    fs::copy(bundle::sign::signature_path(&bundle), loose.join("b.dmb.minisig")).unwrap();
     refused(&loose.join("b.dmb"), &key, "writable by others");
 
     fs::write(root.join("etc/a"), "changed in the guest\n").unwrap();

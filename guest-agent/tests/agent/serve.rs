@@ -1,4 +1,4 @@
-//! `dormouse-agent serve` on loopback, driven by dom0's client (`applier::transport`): the
+//! `dormouse-agent serve` on loopback, driven by dom0's client (`bundle::transport`): the
 //! peer address and source port are enforced before anything is read, and every refusal
 //! (protocol version, size, signature, not a bundle) is reported to dom0 with nothing spooled
 //! and nothing applied. The delivery that applies is tested end to end by the `dormouse`
@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use applier::bundle::sign::signature_path;
-use applier::bundle::write::{generate_key, write_key_pair};
-use applier::transport::{self, Message, connect_from, deliver};
+use applier::pack::{generate_key, write_key_pair};
+use applier::transport::{connect_from, deliver};
+use bundle::sign::signature_path;
+use bundle::transport::{self, Message};
 
 use crate::agent_bin;
 
@@ -84,7 +85,7 @@ impl Served {
 }
 
 /// `bytes` signed with `key` (a `generate_key` secret) as `name` and `name.minisig`.
-fn signed(work: &Path, name: &str, bytes: &[u8], key: &applier::bundle::sign::SecretKey) -> PathBuf {
+fn signed(work: &Path, name: &str, bytes: &[u8], key: &bundle::sign::SecretKey) -> PathBuf {
     let path = work.join(name);
     fs::write(&path, bytes).unwrap();
     let sig = key.sign_file(&path, "test").unwrap();

@@ -164,10 +164,10 @@ fn kind_of(entry_type: EntryType) -> Kind {
 }
 
 /// Passes data through, counting and hashing it.
-pub(super) struct HashingReader<R> {
-    pub(super) inner: R,
-    pub(super) hasher: Sha256,
-    pub(super) bytes: u64,
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub hasher: Sha256,
+    pub bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {

@@ -13,14 +13,23 @@ use introspect::linux::GuestSnapshot;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::manifest::{
+use bundle::manifest::{
     BaseFingerprint, BaseType, EntryType, Excluded, GuestIdentity, Manifest, PackageChange, PayloadEntry, Phase,
     SCHEMA, Script, ScriptType,
 };
-use super::read::HashingReader;
-use super::sign::SecretKey;
-use super::tar::{self, Header, Kind};
-use super::{BundleError, MANIFEST_MEMBER, file_member, hex};
+use bundle::read::HashingReader;
+use bundle::sign::SecretKey;
+use bundle::tar::{self, Header, Kind};
+use bundle::{BundleError, MANIFEST_MEMBER, file_member, hex};
+
+/// Packing failed: the bundle could not be written, or the changes not read.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Capture(#[from] emulator::capture::CaptureError),
+}
 
 /// Largest dpkg status file read (a desktop system's is a few MB).
 const MAX_STATUS: u64 = 64 << 20;
@@ -60,7 +69,7 @@ pub fn guest_identity(snapshot: &GuestSnapshot) -> GuestIdentity {
 }
 
 /// Package changes from dpkg's status file before (the guest's) and after (the run's).
-pub fn dpkg_changes(layers: &[CaptureLayer]) -> Result<Vec<PackageChange>, BundleError> {
+pub fn dpkg_changes(layers: &[CaptureLayer]) -> Result<Vec<PackageChange>, PackError> {
     const STATUS: &str = "/var/lib/dpkg/status";
     let versions = capture::read_versions(layers, STATUS, MAX_STATUS)?;
     let parse = |bytes: Option<Vec<u8>>, which: &str| -> Result<BTreeMap<(String, String), String>, BundleError> {
@@ -145,7 +154,7 @@ pub fn sign_bundle(key: &SecretKey, bundle: &Path, manifest: &Manifest) -> Resul
         manifest.bundle_id
     );
     let text = key.sign_file(bundle, &comment)?;
-    let path = super::sign::signature_path(bundle);
+    let path = bundle::sign::signature_path(bundle);
     fs::write(&path, text).map_err(|source| BundleError::Io {
         what: "writing the signature",
         path: path.clone(),
@@ -436,7 +445,7 @@ pub fn bundle_from_run(
     out: &Path,
     key: &SecretKey,
     created_unix: u64,
-) -> Result<BundleOutcome, BundleError> {
+) -> Result<BundleOutcome, PackError> {
     let start = Instant::now();
     let options = capture::CaptureOptions::defaults(&context.report.injected);
     let changes = capture::capture(context.layers, &options)?;
@@ -466,7 +475,7 @@ pub fn bundle_from_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bundle::read::Bundle;
+    use bundle::read::Bundle;
 
     fn file_entry(path: &str, source: &Path, bytes: &[u8]) -> Entry {
         fs::write(source, bytes).unwrap();

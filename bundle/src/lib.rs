@@ -5,16 +5,16 @@
 //! first name, device nodes, xattrs as `SCHILY.xattr.*` records). The same inputs give the
 //! same bytes. Signed with [`sign`] in minisign's format beside it (`B.dmb.minisig`).
 //!
-//! The reader ([`read`]), the manifest and the verifier need nothing heavy; the writer
-//! ([`write`], feature `dom0`) is dom0's.
+//! This crate is what dom0 and the guest agent share: the manifest, the reader and verifier,
+//! signatures, the pax layer, and the framing of the channel the bundle travels on
+//! ([`transport`]). Packing a bundle from an emulation is dom0's (`applier::pack`).
 
 pub mod manifest;
 pub mod read;
 pub mod sign;
 pub mod summary;
 pub mod tar;
-#[cfg(feature = "dom0")]
-pub mod write;
+pub mod transport;
 
 use std::path::PathBuf;
 
@@ -37,9 +37,6 @@ pub enum BundleError {
     Signature { path: PathBuf, detail: String },
     #[error("key {}: {detail}", path.display())]
     Key { path: PathBuf, detail: String },
-    #[cfg(feature = "dom0")]
-    #[error(transparent)]
-    Capture(#[from] emulator::capture::CaptureError),
 }
 
 /// The member holding a guest path's entry: `/usr/sbin/nginx` → `files/usr/sbin/nginx`.
@@ -47,6 +44,7 @@ pub fn file_member(guest_path: &str) -> String {
     format!("files/{}", guest_path.trim_start_matches('/'))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lowercase hex, as manifests write digests.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
