@@ -242,7 +242,7 @@ struct Sweep {
     runs: usize,
     failures: usize,
     problems: Vec<String>,
-    slowest: Duration,
+    slowest: (Duration, String),
     errors: std::collections::BTreeMap<String, usize>,
 }
 
@@ -252,7 +252,9 @@ impl Sweep {
         for argv in commands(index, image) {
             let o = run_limited(&argv);
             self.runs += 1;
-            self.slowest = self.slowest.max(o.elapsed);
+            if o.elapsed > self.slowest.0 {
+                self.slowest = (o.elapsed, what.to_owned());
+            }
             if o.code != Some(0) {
                 self.failures += 1;
                 let last = o.stderr.lines().last().unwrap_or("").to_owned();
@@ -281,10 +283,11 @@ impl Sweep {
 
     fn finish(self, name: &str) {
         eprintln!(
-            "{name}: {} runs, {} ended in an error, slowest {:.1} s; errors by shape:",
+            "{name}: {} runs, {} ended in an error, slowest {:.1} s ({}); errors by shape:",
             self.runs,
             self.failures,
-            self.slowest.as_secs_f64()
+            self.slowest.0.as_secs_f64(),
+            self.slowest.1
         );
         for (shape, n) in &self.errors {
             eprintln!("  {n:4} x {shape}");
