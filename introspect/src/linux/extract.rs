@@ -14,8 +14,8 @@ use super::layout::{
 };
 use super::reader::{KernelReader, ReadError};
 use super::snapshot::{FilesystemType, Interface, Module, Mount, Task, Uts};
+use crate::arch::virt::VirtualMemory;
 use crate::octal_escape::escape;
-use crate::virt::VirtualMemory;
 
 /// Resolved once per snapshot: the detail layout and, for root/cwd/exe paths, the mount
 /// layout with the root they are shown relative to (init's, as the shadow /proc serves the

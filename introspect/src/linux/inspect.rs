@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use super::extract::{ExtractError, KernelView, SymbolLookup};
 use super::layout::{TypeInfo, layout_differences};
 use super::snapshot::{Domain, GuestSnapshot, KernelInfo, Profile, SNAPSHOT_SCHEMA, Source, Uts};
-use crate::btf::{Btf, find_kernel_btf};
-use crate::isf::Isf;
-use crate::kallsyms::{KallsymsOptions, Symbols, carve_kallsyms, compare_symbols, kallsyms_from_vmcoreinfo};
-use crate::kernel_map::{DEFAULT_KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
-use crate::memory::PhysMemory;
-use crate::paging::AddressSpace;
-use crate::virt::VirtualMemory;
-use crate::vmcoreinfo::{LocatedVmcoreinfo, load_vmcoreinfo, release_version};
+use crate::arch::paging::AddressSpace;
+use crate::arch::virt::VirtualMemory;
+use crate::profile::btf::{Btf, find_kernel_btf};
+use crate::profile::isf::Isf;
+use crate::profile::kallsyms::{KallsymsOptions, Symbols, carve_kallsyms, compare_symbols, kallsyms_from_vmcoreinfo};
+use crate::profile::kernel_map::{DEFAULT_KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
+use crate::profile::vmcoreinfo::{LocatedVmcoreinfo, load_vmcoreinfo, release_version};
+use crate::source::memory::PhysMemory;
 
 /// Where x86-64 kernels are linked to run when KASLR does not move them.
 const DEFAULT_TEXT: u64 = 0xffff_ffff_8100_0000;

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use crate::virt::{VirtError, VirtualMemory};
+use crate::arch::virt::{VirtError, VirtualMemory};
 
 /// No kernel list dormouse walks is legitimately longer: `pid_max` tops out at 4M (tasks),
 /// and mounts, modules and interfaces are far fewer.
@@ -204,7 +204,7 @@ pub(crate) mod tests {
     use super::*;
 
     /// A flat buffer mapped at a fixed virtual base, for walks over crafted memory.
-    pub type FlatMemory = crate::virt::BufferMemory<Vec<u8>>;
+    pub type FlatMemory = crate::arch::virt::BufferMemory<Vec<u8>>;
 
     impl FlatMemory {
         pub fn put_u64(&mut self, vaddr: u64, v: u64) {

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::domain_config::DomainConfig;
 use crate::error::{Error, Result};
+use crate::source::domain_config::DomainConfig;
 
 /// log2 of the guest page size; x86 Xen streams and dumps refuse anything else.
 pub const PAGE_SHIFT: u32 = 12;

@@ -4,7 +4,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::memory::{Backing, GuestKind, ImageFormat, PAGE_SIZE, PageMap, PhysMemory, Run, RunData, VcpuState};
+use crate::source::memory::{Backing, GuestKind, ImageFormat, PAGE_SIZE, PageMap, PhysMemory, Run, RunData, VcpuState};
 
 /// A raw physical memory image; records no vCPU state.
 pub struct RawMemory {

@@ -17,10 +17,10 @@ use std::ops::Range;
 
 use serde::Serialize;
 
-use crate::kernel_map::START_KERNEL_MAP;
-use crate::memory::PAGE_SIZE;
-use crate::virt::{VirtError, VirtualMemory};
-use crate::vmcoreinfo::VmcoreInfo;
+use crate::arch::virt::{VirtError, VirtualMemory};
+use crate::profile::kernel_map::START_KERNEL_MAP;
+use crate::profile::vmcoreinfo::VmcoreInfo;
+use crate::source::memory::PAGE_SIZE;
 
 /// Most symbols accepted in one table (a 6.1 distribution kernel has ~95 000).
 pub const MAX_SYMBOLS: u64 = 1 << 21;

@@ -18,9 +18,9 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bytes::{align_up, be_u16, be_u32, be_u64, le_u16, le_u32, le_u64, slice_at};
-use crate::domain_config::DomainConfig;
 use crate::error::{Error, Result};
-use crate::memory::{
+use crate::source::domain_config::DomainConfig;
+use crate::source::memory::{
     Backing, FRAME_MASK, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysMemory, VcpuState, page_map_error,
 };
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use crate::memory::{PAGE_SHIFT, PAGE_SIZE, PhysMemory};
+use crate::source::memory::{PAGE_SHIFT, PAGE_SIZE, PhysMemory};
 
 /// A BTF type id; 0 is `void`.
 pub type TypeId = u32;
@@ -899,7 +899,7 @@ impl Btf {
 }
 
 /// Layouts for the kernel model; every failed lookup reads as "not known".
-impl crate::linux::TypeInfo for Btf {
+impl super::TypeInfo for Btf {
     fn member_offset(&self, ty: &str, member: &str) -> Option<u64> {
         self.member(ty, member).ok().map(|m| m.offset)
     }

@@ -41,8 +41,10 @@ use xenforeignmemory_sys as xfm;
 
 use crate::bytes::{le_u32, le_u64};
 use crate::error::{Error, Result};
-use crate::memory::{FRAME_MASK, FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PhysMemory, VcpuState};
-use crate::xl_save::{VCPU_CONTEXT_X64_LEN, pv64_vcpu};
+use crate::source::memory::{
+    FRAME_MASK, FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PhysMemory, VcpuState,
+};
+use crate::source::xl_save::{VCPU_CONTEXT_X64_LEN, pv64_vcpu};
 
 /// log2 of the frames mapped per `xenforeignmemory_map` call.
 const CHUNK_SHIFT: u32 = 10;

@@ -11,9 +11,9 @@
 
 use std::ops::Range;
 
-use crate::memory::{PAGE_SIZE, PhysMemory};
-use crate::virt::{VirtError, VirtualMemory};
-use crate::vmcoreinfo::{VmcoreInfo, VmcoreinfoError};
+use crate::arch::virt::{VirtError, VirtualMemory};
+use crate::profile::vmcoreinfo::{VmcoreInfo, VmcoreinfoError};
+use crate::source::memory::{PAGE_SIZE, PhysMemory};
 
 /// `__START_KERNEL_map`: base of the kernel image mapping on x86-64.
 pub const START_KERNEL_MAP: u64 = 0xffff_ffff_8000_0000;

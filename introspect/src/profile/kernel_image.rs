@@ -8,9 +8,9 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use crate::btf::{Btf, BtfError};
 use crate::bytes::{le_u16, le_u32, le_u64, slice_at};
 use crate::error::{Error, Result};
+use crate::profile::btf::{Btf, BtfError};
 
 /// Largest vmlinux accepted (decompressed); distribution kernels are 50–100 MiB.
 pub const MAX_VMLINUX_LEN: usize = 512 << 20;

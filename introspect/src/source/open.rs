@@ -3,11 +3,11 @@
 use std::path::Path;
 
 use crate::bytes::{hex_prefix, slice_at};
-use crate::elf::{ELF_MAGIC, ElfCore, ElfHeaders, XenCore};
 use crate::error::{Error, Result};
-use crate::memory::{Backing, ImageFormat, PhysMemory};
-use crate::raw::RawMemory;
-use crate::xl_save::{XL_MAGIC, XlSaveImage};
+use crate::source::elf::{ELF_MAGIC, ElfCore, ElfHeaders, XenCore};
+use crate::source::memory::{Backing, ImageFormat, PhysMemory};
+use crate::source::raw::RawMemory;
+use crate::source::xl_save::{XL_MAGIC, XlSaveImage};
 
 /// Opens a memory image, choosing the format from its magic bytes: `xl save` images and ELF
 /// cores (`xl dump-core` if it has `.xen_pages`, else PT_LOAD-based). Raw images have no

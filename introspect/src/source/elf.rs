@@ -10,11 +10,11 @@ use serde::Serialize;
 
 use crate::bytes::{le_u16, le_u32, le_u64, slice_at};
 use crate::error::{Error, Result};
-use crate::memory::{
+use crate::source::memory::{
     Backing, FRAME_MASK, FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysMemory, Run, RunData,
     VcpuState, page_map_error,
 };
-use crate::xl_save::{VCPU_CONTEXT_X64_LEN, XenDomainType, pv64_vcpu};
+use crate::source::xl_save::{VCPU_CONTEXT_X64_LEN, XenDomainType, pv64_vcpu};
 
 pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const REMEDY: &str = "the core file is truncated or corrupt; inspect it with `readelf -a`";

@@ -24,9 +24,9 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::btf::{Btf, Kind, TypeId};
-use crate::kallsyms::{Symbols, SymbolsError};
-use crate::linux::TypeInfo;
+use super::TypeInfo;
+use crate::profile::btf::{Btf, Kind, TypeId};
+use crate::profile::kallsyms::{Symbols, SymbolsError};
 
 /// Largest ISF accepted, after decompression. dwarf2json's ISFs of distribution kernels are
 /// 20–100 MiB; the parsed form takes a few times the JSON's size in memory.

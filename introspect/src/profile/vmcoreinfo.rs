@@ -12,7 +12,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::memory::{PAGE_SIZE, PhysMemory};
+use crate::source::memory::{PAGE_SIZE, PhysMemory};
 
 /// The kernel's `VMCOREINFO_BYTES`: the text never exceeds one page.
 pub const VMCOREINFO_MAX_BYTES: usize = PAGE_SIZE;

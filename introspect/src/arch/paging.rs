@@ -17,8 +17,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::memory::{FRAME_MASK, FrameSpace, GuestKind, PAGE_SHIFT, PhysMemory, VcpuState};
-use crate::virt::{VirtError, VirtualMemory};
+use crate::arch::virt::{VirtError, VirtualMemory};
+use crate::source::memory::{FRAME_MASK, FrameSpace, GuestKind, PAGE_SHIFT, PhysMemory, VcpuState};
 
 const PRESENT: u64 = 1;
 /// PS: at levels 3 and 2 the entry maps a 1 GiB / 2 MiB page. At level 1 this bit is PAT.
