@@ -14,8 +14,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use bundle::manifest::{
-    BaseFingerprint, BaseType, EntryType, Excluded, GuestIdentity, Manifest, PackageChange, PayloadEntry, Phase,
-    SCHEMA, Script, ScriptType,
+    BaseFingerprint, BaseType, EntryType, Excluded, GuestIdentity, Manifest, PackageChange, PayloadEntry, SCHEMA,
+    Script, ScriptType,
 };
 use bundle::read::HashingReader;
 use bundle::sign::SecretKey;
@@ -177,22 +177,11 @@ fn script_member(record: &ScriptRecord) -> String {
             }
         })
         .collect();
-    let kind = match (&record.rpm_tag, script_type(record)) {
+    let kind = match (&record.rpm_tag, record.script_type) {
         (Some(tag), ScriptType::Other) => tag.chars().filter(char::is_ascii_alphanumeric).collect::<String>(),
         (_, t) => t.name().to_owned(),
     };
     format!("scripts/{:06}-{package}.{kind}", record.seq)
-}
-
-fn script_type(record: &ScriptRecord) -> ScriptType {
-    use emulator::trace::record::ScriptType as T;
-    match record.script_type {
-        T::Preinst => ScriptType::Preinst,
-        T::Postinst => ScriptType::Postinst,
-        T::Prerm => ScriptType::Prerm,
-        T::Postrm => ScriptType::Postrm,
-        T::Other => ScriptType::Other,
-    }
 }
 
 /// The manifest for `changes` and `inputs` (scripts in their execution order).
@@ -211,17 +200,14 @@ pub fn manifest(changes: &ChangeSet, inputs: &BundleInputs) -> Manifest {
             .into_iter()
             .map(|s| Script {
                 seq: s.seq,
-                phase: match s.phase {
-                    emulator::trace::record::Phase::Pre => Phase::Pre,
-                    emulator::trace::record::Phase::Post => Phase::Post,
-                },
+                phase: s.phase,
                 manager: match s.manager {
                     Manager::Dpkg => "dpkg".into(),
                     Manager::Rpm => "rpm".into(),
                 },
                 package: s.package.clone(),
                 arch: s.arch.clone(),
-                script_type: script_type(s),
+                script_type: s.script_type,
                 triggered: s.triggered,
                 rpm_tag: s.rpm_tag.clone(),
                 path: s.path.clone(),

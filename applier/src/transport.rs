@@ -179,7 +179,7 @@ mod client {
         let mut hasher = Sha256::new();
         let bundle_bytes =
             io::copy(&mut open()?, &mut hasher).map_err(io_err(format!("reading {}", bundle.display())))?;
-        let bundle_sha256: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        let bundle_sha256 = bundle::hex(&hasher.finalize());
 
         let set_timeout = |s: &TcpStream| -> Result<(), TransportError> {
             let left = deadline

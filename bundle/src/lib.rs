@@ -46,5 +46,5 @@ pub fn file_member(guest_path: &str) -> String {
 
 /// Lowercase hex, as manifests write digests.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }

@@ -58,6 +58,9 @@ pub struct PackageChange {
     pub new_version: Option<String>,
 }
 
+/// Whether a script runs before the files are replaced (`pre`) or after (`post`), in the
+/// guest agent's apply: preinst and prerm are `pre`; postinst (incl. triggers) and postrm are
+/// `post`. The one type for the tracer's records and the manifest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
@@ -65,6 +68,9 @@ pub enum Phase {
     Post,
 }
 
+/// A maintainer script's role. dpkg: `preinst`, `postinst` (also `postinst triggered ...`),
+/// `prerm`, `postrm`; rpm scriptlets map onto the same four (`%pre`, `%post`, `%preun`,
+/// `%postun`) plus the trigger and transaction scriptlets, named as rpm names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ScriptType {
@@ -77,6 +83,13 @@ pub enum ScriptType {
 }
 
 impl ScriptType {
+    pub fn phase(self) -> Phase {
+        match self {
+            ScriptType::Preinst | ScriptType::Prerm => Phase::Pre,
+            ScriptType::Postinst | ScriptType::Postrm | ScriptType::Other => Phase::Post,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ScriptType::Preinst => "preinst",

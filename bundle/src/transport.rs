@@ -270,7 +270,7 @@ pub fn receive_bundle(
             "{got} bytes received, {bundle_bytes} offered"
         )));
     }
-    let digest: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let digest = hex::encode(hasher.finalize());
     if !digest.eq_ignore_ascii_case(bundle_sha256) {
         return Err(TransportError::Bundle(format!(
             "SHA-256 {digest} received, {bundle_sha256} offered (corrupted in transit)"

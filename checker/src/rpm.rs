@@ -187,7 +187,7 @@ impl Checker {
         }
         let digest = match data.checksum.as_ref().map(|(a, h)| (a.as_str(), h)) {
             Some(("sha256", want)) => (sha256_hex(&raw), want),
-            Some(("sha512", want)) => (Sha512::digest(&raw).iter().map(|b| format!("{b:02x}")).collect(), want),
+            Some(("sha512", want)) => (hex::encode(Sha512::digest(&raw)), want),
             Some((other, _)) => {
                 return Err(CheckError::index(
                     &name,

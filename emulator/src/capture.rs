@@ -476,7 +476,7 @@ fn hash_reader(mut reader: impl Read, path: &Path) -> Result<(u64, String)> {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Every xattr of `path` (not following a symlink), sorted by name.

@@ -591,7 +591,7 @@ pub fn syncfs(dir: &impl AsRawFd) -> io::Result<()> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bundle::hex(bytes)
 }
 
 pub fn unhex(text: &str) -> Option<Vec<u8>> {

@@ -46,7 +46,7 @@ pub(crate) fn hex_prefix(data: &[u8]) -> String {
     let n = data.len().min(16);
     let mut s: String = data[..n]
         .iter()
-        .map(|b| format!("{b:02x}"))
+        .map(|b| hex::encode([*b]))
         .collect::<Vec<_>>()
         .join(" ");
     if n == 0 {

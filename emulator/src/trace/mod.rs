@@ -320,7 +320,7 @@ impl Tracer<'_> {
             Some(bytes) => bytes,
             None => read_guest_file(pid, &identity.script_path)?,
         };
-        let sha256 = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+        let sha256 = hex::encode(Sha256::digest(&bytes));
         Ok(Some(ScriptRecord {
             seq: self.report.scripts.len() as u64,
             manager: identity.manager,

@@ -11,38 +11,7 @@ pub enum Manager {
     Rpm,
 }
 
-/// The script's role. dpkg: `preinst`, `postinst` (also `postinst triggered ...`), `prerm`,
-/// `postrm`; rpm scriptlets map onto the same four (`%pre`, `%post`, `%preun`, `%postun`) plus
-/// the trigger and transaction scriptlets, named as rpm names them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ScriptType {
-    Preinst,
-    Postinst,
-    Prerm,
-    Postrm,
-    /// rpm `%pretrans`, `%posttrans`, `%triggerin`, ... (named in `ScriptRecord::rpm_tag`).
-    Other,
-}
-
-/// Whether the script runs before the files are replaced (`pre`) or after (`post`), in the
-/// guest agent's apply: preinst and prerm are `pre`; postinst (incl. triggers) and postrm are
-/// `post`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Pre,
-    Post,
-}
-
-impl ScriptType {
-    pub fn phase(self) -> Phase {
-        match self {
-            ScriptType::Preinst | ScriptType::Prerm => Phase::Pre,
-            ScriptType::Postinst | ScriptType::Postrm | ScriptType::Other => Phase::Post,
-        }
-    }
-}
+pub use bundle::manifest::{Phase, ScriptType};
 
 /// One intercepted maintainer-script execution, turned into a successful no-op in dom0.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

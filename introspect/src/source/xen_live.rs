@@ -795,7 +795,7 @@ pub fn open_live_domain(domid: u32) -> Result<Box<dyn PhysMemory>> {
 }
 
 fn format_uuid(h: &[u8; 16]) -> String {
-    let hex: String = h.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(h);
     format!(
         "{}-{}-{}-{}-{}",
         &hex[0..8],
