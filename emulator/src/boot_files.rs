@@ -88,6 +88,9 @@ pub fn read_boot_files(disks: &[DiskSpec], release: &str, scratch: &Path) -> Res
         boot_volume: boot_volume.clone(),
         notes,
     };
+    // An open descriptor inside the lazily unmounted tree would keep its mounts, and so the
+    // disks' loop devices, busy: close it first.
+    drop(root_fd);
     drop(assembled);
     drop(tree);
     Ok(files)
