@@ -10,7 +10,7 @@
 //! under it.
 
 use std::collections::HashMap;
-use std::ffi::{CString, OsStr};
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
@@ -30,8 +30,6 @@ const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Kernels ≥ 6.7 can represent a whiteout as a zero-size file carrying this xattr (used when
 /// a whiteout must itself live in a layer); the upper layer normally holds 0/0 char devices.
 const WHITEOUT_XATTR: &str = "trusted.overlay.whiteout";
-/// Linux's XATTR_LIST_MAX and XATTR_SIZE_MAX.
-const XATTR_MAX: usize = 64 << 10;
 
 /// Guest paths left out of a capture by default, and why:
 /// - downloaded package archives (apt's and dnf's caches): only needed to unpack, which
@@ -481,39 +479,21 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Every xattr of `path` (not following a symlink), sorted by name.
 fn list_xattrs(path: &Path) -> Result<Vec<Xattr>> {
-    let c_path =
-        CString::new(path.as_os_str().as_bytes()).map_err(|_| CaptureError::NotUtf8 { path: path.to_owned() })?;
-    // SAFETY: the path is NUL-terminated; a zero size asks for the list's length only.
-    let len = unsafe { libc::llistxattr(c_path.as_ptr(), std::ptr::null_mut(), 0) };
-    if len < 0 {
-        let e = io::Error::last_os_error();
+    let names = match xattr::list(path) {
+        Ok(names) => names,
         // Filesystems without xattr support have none to carry.
-        if e.raw_os_error() == Some(libc::ENOTSUP) {
-            return Ok(Vec::new());
-        }
-        return Err(io_err("listing the xattrs of", path)(e));
-    }
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    let mut names = vec![0u8; (len as usize).min(XATTR_MAX)];
-    // SAFETY: the path is NUL-terminated and `names` is a writable buffer of the given length.
-    let len = unsafe { libc::llistxattr(c_path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-    if len < 0 {
-        return Err(io_err("listing the xattrs of", path)(io::Error::last_os_error()));
-    }
-    names.truncate(len as usize);
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(io_err("listing the xattrs of", path)(e)),
+    };
     let mut out = Vec::new();
-    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let text = std::str::from_utf8(name).map_err(|_| CaptureError::NotUtf8 { path: path.to_owned() })?;
-        let c_name = CString::new(name).map_err(|_| CaptureError::NotUtf8 { path: path.to_owned() })?;
-        let mut value = vec![0u8; XATTR_MAX];
-        // SAFETY: both strings are NUL-terminated, `value` is writable for its length.
-        let n = unsafe { libc::lgetxattr(c_path.as_ptr(), c_name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-        if n < 0 {
-            return Err(io_err("reading an xattr of", path)(io::Error::last_os_error()));
-        }
-        value.truncate(n as usize);
+    for name in names {
+        let text = name
+            .to_str()
+            .ok_or_else(|| CaptureError::NotUtf8 { path: path.to_owned() })?;
+        // Gone since the listing: nothing to carry.
+        let Some(value) = xattr::get(path, &name).map_err(io_err("reading an xattr of", path))? else {
+            continue;
+        };
         out.push(Xattr {
             name: text.to_owned(),
             value,

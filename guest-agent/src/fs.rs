@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Linux's XATTR_LIST_MAX and XATTR_SIZE_MAX.
-const XATTR_MAX: usize = 64 << 10;
 /// Deepest directory tree the agent walks (removals, backups).
 const MAX_DEPTH: usize = 512;
 /// Most entries of one directory the agent lists.
@@ -299,29 +297,18 @@ impl At {
 
     /// Every xattr, sorted by name, values in hex.
     pub fn xattrs(&self) -> io::Result<Vec<(String, String)>> {
-        let path = self.proc_path();
-        let mut names = vec![0u8; XATTR_MAX];
-        // SAFETY: NUL-terminated path, writable buffer of the given length.
-        let len = unsafe { libc::llistxattr(path.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
-        if len < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::ENOTSUP) {
-                return Ok(Vec::new());
-            }
-            return Err(context("listing the xattrs of", &self.path)(e));
-        }
-        names.truncate(len as usize);
+        let path = self.xattr_path();
+        let names = match xattr::list(&path) {
+            Ok(names) => names,
+            Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(Vec::new()),
+            Err(e) => return Err(context("listing the xattrs of", &self.path)(e)),
+        };
         let mut out = Vec::new();
-        for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let c_name = cstr(name)?;
-            let mut value = vec![0u8; XATTR_MAX];
-            // SAFETY: NUL-terminated strings, writable buffer of the given length.
-            let n = unsafe { libc::lgetxattr(path.as_ptr(), c_name.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
-            if n < 0 {
-                return Err(context("reading an xattr of", &self.path)(io::Error::last_os_error()));
+        for name in names {
+            let value = xattr::get(&path, &name).map_err(context("reading an xattr of", &self.path))?;
+            if let Some(value) = value {
+                out.push((name.to_string_lossy().into_owned(), hex(&value)));
             }
-            value.truncate(n as usize);
-            out.push((String::from_utf8_lossy(name).into_owned(), hex(&value)));
         }
         out.sort();
         Ok(out)
@@ -329,13 +316,10 @@ impl At {
 
     /// Makes the xattrs exactly `wanted` (name, hex value).
     fn set_xattrs(&self, wanted: &[(String, String)]) -> io::Result<()> {
-        let path = self.proc_path();
+        let path = self.xattr_path();
         let current = self.xattrs()?;
         for (name, _) in current.iter().filter(|(n, _)| !wanted.iter().any(|(w, _)| w == n)) {
-            let c_name = cstr(name.as_bytes())?;
-            // SAFETY: NUL-terminated strings.
-            check(unsafe { libc::lremovexattr(path.as_ptr(), c_name.as_ptr()) })
-                .map_err(context(&format!("removing xattr {name} of"), &self.path))?;
+            xattr::remove(&path, name).map_err(context(&format!("removing xattr {name} of"), &self.path))?;
         }
         for (name, value) in wanted {
             if current.iter().any(|(n, v)| n == name && v == value) {
@@ -343,12 +327,16 @@ impl At {
             }
             let bytes = unhex(value)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("xattr {name}: value is not hex")))?;
-            let c_name = cstr(name.as_bytes())?;
-            // SAFETY: NUL-terminated strings and a value buffer of the given length.
-            check(unsafe { libc::lsetxattr(path.as_ptr(), c_name.as_ptr(), bytes.as_ptr().cast(), bytes.len(), 0) })
-                .map_err(context(&format!("setting xattr {name} of"), &self.path))?;
+            xattr::set(&path, name, &bytes).map_err(context(&format!("setting xattr {name} of"), &self.path))?;
         }
         Ok(())
+    }
+
+    /// The entry as a path through its directory's descriptor, for the xattr calls (which do
+    /// not follow a final symlink).
+    fn xattr_path(&self) -> std::path::PathBuf {
+        use std::os::unix::ffi::OsStrExt;
+        std::path::PathBuf::from(std::ffi::OsStr::from_bytes(self.proc_path().as_bytes()))
     }
 
     /// Owner, then mode (chown clears setuid bits), then xattrs (chown also drops
