@@ -3,11 +3,16 @@
 
 pub mod extract;
 pub mod inspect;
+mod kernel_info;
 pub mod layout;
+mod modules;
 mod mount_opts;
+mod mounts;
+mod net;
 mod proc_task;
 pub mod reader;
 pub mod snapshot;
+mod sysctl;
 mod system;
 mod tty;
 
