@@ -39,7 +39,7 @@ need_root() {
 HOST_PACKAGES=(
   debootstrap apt-utils gnupg ca-certificates curl
   qemu-system-x86 qemu-utils busybox-static
-  zstd xz-utils cpio python3 socat
+  zstd xz-utils cpio python3 python3-venv socat
   e2fsprogs fdisk util-linux mount
   gcc pkg-config libxen-dev libclang-dev fuse3
   gpgv rpm createrepo-c strace minisign

@@ -47,6 +47,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A Volatility 3 symbol table (ISF) of the guest kernel, from its RAM alone (kallsyms and
+    /// .BTF), with no debug package: `vol -s DIR -f DUMP linux.pslist` with it in DIR/linux/.
+    Isf(cli::isf::IsfArgs),
     /// The guest's processes, like `ps -e`: PID PPID UID GID STAT COMMAND.
     Ps {
         #[command(flatten)]
@@ -172,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Keygen { out } => cli::bundle::keygen(&out),
         Command::Bundle(command) => cli::bundle::bundle(command),
         Command::Inspect { image, json } => cli::inspect::inspect(&image, json),
+        Command::Isf(args) => cli::isf::isf(&args),
         Command::Ps { image } => cli::inspect::ps(&image),
         Command::Proc { image, path } => cli::inspect::proc(&image, &path),
         Command::Shadowfs { image, mountpoint } => cli::inspect::shadowfs(&image, &mountpoint),
@@ -186,9 +190,3 @@ fn run(cli: Cli) -> Result<()> {
         Command::Deliver(args) => cli::restore::deliver(args),
     }
 }
-
-// ---- dormouse check ----------------------------------------------------------------------
-
-// ---- dormouse isolate / release ----------------------------------------------------------
-
-// ---- dormouse restore --------------------------------------------------------------------

@@ -94,6 +94,16 @@ pub(crate) fn snapshot_of(
     mem: &dyn introspect::PhysMemory,
     disks: &[emulator::disk::DiskSpec],
 ) -> Result<GuestSnapshot> {
+    let files = profile_files(args, mem, disks)?;
+    Ok(introspect::linux::snapshot(mem, &files)?)
+}
+
+/// The profile files IMAGE's flags name and those found on `disks`.
+pub(crate) fn profile_files(
+    args: &ImageArgs,
+    mem: &dyn introspect::PhysMemory,
+    disks: &[emulator::disk::DiskSpec],
+) -> Result<ProfileFiles> {
     let mut files = ProfileFiles::default();
     if !disks.is_empty() {
         let release = introspect::linux::kernel_release(mem)
@@ -118,7 +128,7 @@ pub(crate) fn snapshot_of(
     if let Some(path) = &args.isf {
         files.isf = Some((path.display().to_string(), introspect::Isf::open(path)?));
     }
-    Ok(introspect::linux::snapshot(mem, &files)?)
+    Ok(files)
 }
 
 pub(crate) fn read_system_map(path: &std::path::Path) -> Result<(String, introspect::Symbols)> {

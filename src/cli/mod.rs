@@ -6,6 +6,7 @@ pub mod disk;
 pub mod emulate;
 pub mod image;
 pub mod inspect;
+pub mod isf;
 pub mod isolate;
 pub mod restore;
 

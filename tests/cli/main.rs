@@ -10,6 +10,7 @@ mod check_rpm;
 mod corrupt;
 mod emulate;
 mod inspect;
+mod isf;
 mod isolate;
 mod restore;
 mod rpm;

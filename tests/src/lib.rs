@@ -70,6 +70,17 @@ pub struct Testbed {
     /// built before it existed.
     #[serde(default)]
     pub rpm_guest: Option<RpmGuest>,
+    /// Volatility 3 (`scripts/make-fixtures --only volatility`); absent from older test beds.
+    #[serde(default)]
+    pub volatility: Option<Volatility>,
+}
+
+/// Volatility 3 in a virtual environment of its own.
+#[derive(Debug, Deserialize)]
+pub struct Volatility {
+    /// Its `vol` command.
+    pub vol: PathBuf,
+    pub version: String,
 }
 
 /// Debian's guest tree plus rpm 4.18 and dnf, rpmdb in /var/lib/rpm.

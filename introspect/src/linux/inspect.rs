@@ -9,7 +9,7 @@ use super::snapshot::{Domain, GuestSnapshot, KernelInfo, Profile, SNAPSHOT_SCHEM
 use crate::arch::paging::AddressSpace;
 use crate::arch::virt::VirtualMemory;
 use crate::profile::btf::{Btf, find_kernel_btf};
-use crate::profile::isf::Isf;
+use crate::profile::isf::{Isf, isf_from_btf_and_symbols};
 use crate::profile::kallsyms::{KallsymsOptions, Symbols, carve_kallsyms, compare_symbols, kallsyms_from_vmcoreinfo};
 use crate::profile::kernel_map::{DEFAULT_KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
 use crate::profile::vmcoreinfo::{LocatedVmcoreinfo, load_vmcoreinfo, release_version};
@@ -105,15 +105,22 @@ fn banner_release(mem: &dyn PhysMemory) -> Option<String> {
     None
 }
 
-/// Reads what the guest kernel knew. Symbols and types come from the image unless `files`
-/// provides them; when both are available they must agree.
-pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnapshot, InspectError> {
+/// The kernel found in an image: its address space, VMCOREINFO when it has one, and the
+/// release it names.
+struct FoundKernel<'m> {
+    path: String,
+    kernel: AddressSpace<'m>,
+    root_pfn: u64,
+    vmcoreinfo: Option<LocatedVmcoreinfo>,
+    release_hint: String,
+}
+
+fn find_kernel<'m>(mem: &'m dyn PhysMemory, warnings: &mut Vec<String>) -> Result<FoundKernel<'m>, InspectError> {
     let path = mem.path().display().to_string();
     let (kernel, root) = AddressSpace::kernel(mem).map_err(|e| InspectError::NoKernel {
         path: path.clone(),
         reason: e.to_string().trim_start_matches(&format!("{path}: ")).to_owned(),
     })?;
-    let mut warnings = Vec::new();
     let vmcoreinfo = match load_vmcoreinfo(mem) {
         Ok(v) => Some(v),
         Err(e) => {
@@ -133,6 +140,115 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
                 root.root_pfn
             ),
         })?;
+    Ok(FoundKernel {
+        path,
+        kernel,
+        root_pfn: root.root_pfn,
+        vmcoreinfo,
+        release_hint,
+    })
+}
+
+/// A Volatility 3 symbol table of the kernel in an image, and where its parts came from.
+pub struct VolatilityProfile {
+    /// The ISF document (format 6.2.0), symbols at their link-time addresses.
+    pub isf: serde_json::Value,
+    pub release: String,
+    pub banner: String,
+    pub symbols_from: String,
+    pub types_from: String,
+    /// The KASLR shift taken off the symbols from RAM.
+    pub kaslr_offset: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Builds a Volatility 3 ISF for the kernel in `mem` from what the image holds (kallsyms and
+/// `.BTF` in RAM), or from `files` where given, checked against RAM as [`snapshot`] checks
+/// them. Symbols are written at link-time addresses, as a System.map has them: Volatility
+/// finds the KASLR shift itself.
+pub fn volatility_profile(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<VolatilityProfile, InspectError> {
+    if let Some((label, _)) = &files.isf {
+        return Err(InspectError::NoTypes {
+            path: mem.path().display().to_string(),
+            reason: format!("{label} is already an ISF: a profile is built from BTF, not from another profile"),
+        });
+    }
+    let mut warnings = Vec::new();
+    let found = find_kernel(mem, &mut warnings)?;
+    let FoundKernel {
+        path,
+        kernel,
+        vmcoreinfo,
+        release_hint,
+        ..
+    } = &found;
+    let (symbols, symbols_from) = symbols(mem, kernel, vmcoreinfo.as_ref(), release_hint, files, &mut warnings)?;
+    let in_ram;
+    let (btf, types_from) = match &files.btf {
+        Some((label, given)) => (given, label.clone()),
+        None => {
+            in_ram = btf_in_ram(mem, kernel, &symbols).map_err(|why| InspectError::NoTypes {
+                path: path.clone(),
+                reason: format!("{why}. Give --kernel with the guest's vmlinuz or vmlinux"),
+            })?;
+            (&in_ram.1, in_ram.0.clone())
+        }
+    };
+    check_types_against_memory(kernel, &symbols, btf, &symbols_from, path, release_hint)?;
+    let banner = super::reader::KernelReader::new(kernel)
+        .c_string(
+            symbols
+                .address_of("linux_banner")
+                .ok_or_else(|| InspectError::NoSymbols {
+                    path: path.clone(),
+                    reason: "no linux_banner among the symbols: Volatility identifies a kernel by it".into(),
+                })?,
+            1024,
+            "linux_banner",
+        )
+        .map_err(|e| InspectError::Walk {
+            path: path.clone(),
+            what: "banner",
+            detail: e.to_string(),
+        })?
+        .trim_end_matches('\n')
+        .to_owned();
+    let runtime_text = symbols.address_of("_text").ok_or_else(|| InspectError::NoSymbols {
+        path: path.clone(),
+        reason: "no _text among the symbols, so the KASLR shift is unknown".into(),
+    })?;
+    let kaslr_offset = vmcoreinfo
+        .as_ref()
+        .and_then(|v| v.info.kernel_offset)
+        .unwrap_or_else(|| runtime_text.wrapping_sub(DEFAULT_TEXT));
+    let link_time = symbols
+        .relocated(runtime_text.wrapping_sub(kaslr_offset))
+        .map_err(|e| InspectError::NoSymbols {
+            path: path.clone(),
+            reason: format!("moving the symbols back to link time by {kaslr_offset:#x}: {e}"),
+        })?;
+    Ok(VolatilityProfile {
+        isf: isf_from_btf_and_symbols(btf, &link_time, Some(&banner)),
+        release: release_hint.clone(),
+        banner,
+        symbols_from,
+        types_from,
+        kaslr_offset,
+        warnings,
+    })
+}
+
+/// Reads what the guest kernel knew. Symbols and types come from the image unless `files`
+/// provides them; when both are available they must agree.
+pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnapshot, InspectError> {
+    let mut warnings = Vec::new();
+    let FoundKernel {
+        path,
+        kernel,
+        root_pfn,
+        vmcoreinfo,
+        release_hint,
+    } = find_kernel(mem, &mut warnings)?;
 
     let (symbols, symbols_from) = symbols(mem, &kernel, vmcoreinfo.as_ref(), &release_hint, files, &mut warnings)?;
     let (in_ram, btf_missing) = match btf_in_ram(mem, &kernel, &symbols) {
@@ -271,7 +387,7 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
                 .address_of("_text")
                 .and_then(|text| kernel.translate(text).ok())
                 .map(|phys| phys.wrapping_sub(PHYSICAL_START) as i64),
-            page_table_root: root.root_pfn << 12,
+            page_table_root: root_pfn << 12,
             page_offset_base,
             profile: Profile {
                 symbols: symbols_from,

@@ -17,7 +17,7 @@ mod system;
 mod tty;
 
 pub use extract::{ExtractError, KernelView, SymbolLookup, UserSpaceFactory};
-pub use inspect::{InspectError, ProfileFiles, kernel_release, snapshot};
+pub use inspect::{InspectError, ProfileFiles, VolatilityProfile, kernel_release, snapshot, volatility_profile};
 pub use layout::{LayoutError, TypeInfo};
 pub use snapshot::{
     Cpu, Domain, FilesystemType, GuestSnapshot, Interface, KernelInfo, Module, Mount, Profile, SNAPSHOT_SCHEMA, Source,
