@@ -44,7 +44,7 @@ use crate::error::{Error, Result};
 use crate::source::memory::{
     FRAME_MASK, FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PhysMemory, VcpuState,
 };
-use crate::source::xl_save::{VCPU_CONTEXT_X64_LEN, pv64_vcpu};
+use crate::source::vcpu_context::{VCPU_CONTEXT_X64_LEN, pv64_vcpu};
 
 /// log2 of the frames mapped per `xenforeignmemory_map` call.
 const CHUNK_SHIFT: u32 = 10;
