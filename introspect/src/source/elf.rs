@@ -14,7 +14,8 @@ use crate::source::memory::{
     Backing, FRAME_MASK, FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysMemory, Run, RunData,
     VcpuState, page_map_error,
 };
-use crate::source::xl_save::{VCPU_CONTEXT_X64_LEN, XenDomainType, pv64_vcpu};
+use crate::source::vcpu_context::{VCPU_CONTEXT_X64_LEN, pv64_vcpu};
+use crate::source::xl_save::XenDomainType;
 
 pub(crate) const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const REMEDY: &str = "the core file is truncated or corrupt; inspect it with `readelf -a`";

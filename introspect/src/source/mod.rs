@@ -6,6 +6,7 @@ pub mod elf;
 pub mod memory;
 pub mod open;
 pub mod raw;
+pub mod vcpu_context;
 #[cfg(feature = "xen")]
 pub mod xen_live;
 pub mod xl_save;

@@ -21,8 +21,9 @@ use crate::bytes::{align_up, be_u16, be_u32, be_u64, le_u16, le_u32, le_u64, sli
 use crate::error::{Error, Result};
 use crate::source::domain_config::DomainConfig;
 use crate::source::memory::{
-    Backing, FRAME_MASK, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysMemory, VcpuState, page_map_error,
+    Backing, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysMemory, VcpuState, page_map_error,
 };
+use crate::source::vcpu_context::{VCPU_CONTEXT_X64_LEN, hvm_vcpu, pv64_vcpu};
 
 /// The 32 magic bytes at the start of every xl save file (`tools/xl/xl.h`).
 pub(crate) const XL_MAGIC: &[u8; 32] = b"Xen saved domain, xl format\n \0 \r";
@@ -39,8 +40,6 @@ const MAX_RECORDS: usize = 1 << 22;
 /// Bounds the HVM save-entry list (a real context has ~20 entries per vCPU).
 const MAX_HVM_ENTRIES: usize = 1 << 16;
 const HVM_SAVE_MAGIC: u32 = 0x5438_1286;
-/// Size of the 64-bit `vcpu_guest_context` (Xen 4.17 public headers).
-pub(crate) const VCPU_CONTEXT_X64_LEN: u64 = 5168;
 const REMEDY: &str = "the save image is truncated or corrupt; check it with Xen's \
                       `verify-stream-v2 --format xl`";
 
@@ -786,57 +785,6 @@ struct Scan {
     page_entries: Vec<(u64, Option<u64>)>,
     /// (vcpu id, context offset, context length) of each X86_PV_VCPU_BASIC.
     pv_vcpus: Vec<(u32, u64, u64)>,
-}
-
-/// Decodes a 64-bit `vcpu_guest_context` at `ctx`; `to_pfn` maps the CR3 frame (pfn in a save
-/// image, mfn in a dump-core) to a guest pfn.
-pub(crate) fn pv64_vcpu(d: &[u8], ctx: u64, id: u32, to_pfn: impl Fn(u64) -> Option<u64>) -> Option<VcpuState> {
-    slice_at(d, ctx, VCPU_CONTEXT_X64_LEN)?;
-    let q = |o: u64| le_u64(d, ctx + o);
-    let cr0 = q(4984)?;
-    let cr1 = q(4992)?;
-    let cr3 = q(5008)?;
-    // 64-bit Xen packs CR3 as frame << 12 (`xen_pfn_to_cr3`); the save normalises the frame
-    // to a pfn and marks a present user table as `1 | pfn << 12`.
-    let user = (cr1 != 0).then_some((cr1 & !1) >> PAGE_SHIFT);
-    Some(VcpuState {
-        id,
-        cr0: Some(cr0),
-        cr2: q(5000),
-        cr3: Some(cr3),
-        cr4: q(5016),
-        efer: None,
-        rip: q(648),
-        rsp: q(672),
-        fs_base: q(5144),
-        gs_base: q(5152),
-        kernel_gs_base: q(5160),
-        root_table_pfn: to_pfn(cr3 >> PAGE_SHIFT),
-        user_root_table_pfn: user.and_then(&to_pfn),
-    })
-}
-
-/// Decodes an `hvm_hw_cpu` payload at `cpu`.
-fn hvm_vcpu(d: &[u8], cpu: u64, id: u32) -> Option<VcpuState> {
-    let q = |o: u64| le_u64(d, cpu + o);
-    let cr0 = q(656)?;
-    let cr3 = q(672)?;
-    Some(VcpuState {
-        id,
-        cr0: Some(cr0),
-        cr2: q(664),
-        cr3: Some(cr3),
-        cr4: q(680),
-        efer: q(992),
-        rip: q(640),
-        rsp: q(568),
-        fs_base: q(832),
-        gs_base: q(840),
-        kernel_gs_base: q(944),
-        // Without CR0.PG, CR3 names no page table.
-        root_table_pfn: (cr0 & (1 << 31) != 0).then_some((cr3 & FRAME_MASK) >> PAGE_SHIFT),
-        user_root_table_pfn: None,
-    })
 }
 
 impl PhysMemory for XlSaveImage {
