@@ -11,9 +11,12 @@ use serde_json::Value;
 
 use crate::dormouse_bin;
 
+/// (pid, comm) of processes.
+type Processes = BTreeSet<(u64, String)>;
+
 /// (pid, comm) of the thread-group leaders Volatility's `linux.pslist` reports, run with the
 /// profiles under `symbols` on `image`.
-fn volatility_pslist(vol: &Path, symbols: &Path, image: &Path) -> BTreeSet<(u64, String)> {
+fn volatility_pslist(vol: &Path, symbols: &Path, image: &Path) -> Processes {
     // A cache of its own: Volatility's shared one is not safe for concurrent runs, and would
     // remember profiles of earlier runs whose files are gone.
     let cache = symbols.with_file_name("volatility-cache");
@@ -45,7 +48,7 @@ fn volatility_pslist(vol: &Path, symbols: &Path, image: &Path) -> BTreeSet<(u64,
 /// The ground truth's thread-group leaders as (pid, comm), split into the user processes
 /// Volatility must list and its zombies: pslist leaves out a task whose `nsproxy` is gone,
 /// which is every zombie's (`exit_task_namespaces`).
-fn truth_processes(truth: &Value) -> (BTreeSet<(u64, String)>, BTreeSet<(u64, String)>) {
+fn truth_processes(truth: &Value) -> (Processes, Processes) {
     let mut live = BTreeSet::new();
     let mut zombies = BTreeSet::new();
     for p in truth["processes"].as_array().unwrap() {

@@ -102,7 +102,7 @@ pub fn isf_from_btf_and_symbols(btf: &Btf, symbols: &Symbols, banner: Option<&st
         // Address order: a later duplicate replaces an earlier one, as in dwarf2json.
         syms.insert(
             s.name.to_owned(),
-            json!({"address": s.address, "type": g.symbol_type(s.name)}),
+            json!({"address": s.address, "type": g.symbol_type(s.name, &base_types)}),
         );
     }
     if let Some(banner) = banner
@@ -132,23 +132,45 @@ pub fn isf_from_btf_and_symbols(btf: &Btf, symbols: &Symbols, banner: Option<&st
 }
 
 /// Kernel globals whose C type has been stable for many releases and that Volatility's Linux
-/// plugins read as typed objects (`object_from_symbol`): (symbol, struct, through a pointer).
-/// BTF describes only per-CPU variables, so the types of other globals come from here.
-const KNOWN_GLOBALS: &[(&str, &str, bool)] = &[
-    ("init_task", "task_struct", false),
-    ("init_mm", "mm_struct", false),
-    ("init_files", "files_struct", false),
-    ("init_fs", "fs_struct", false),
-    ("init_cred", "cred", false),
-    ("init_nsproxy", "nsproxy", false),
-    ("init_uts_ns", "uts_namespace", false),
-    ("init_pid_ns", "pid_namespace", false),
-    ("init_net", "net", false),
-    ("modules", "list_head", false),
-    ("super_blocks", "list_head", false),
-    ("net_namespace_list", "list_head", false),
-    ("file_systems", "file_system_type", true),
-    ("prb", "printk_ringbuffer", true),
+/// plugins read as typed objects (`object_from_symbol`), as (symbol, C type): `struct NAME` or
+/// a base type's BTF name, then `*`s, then an optional `[COUNT]`. BTF describes only per-CPU
+/// variables, so the types of other globals come from here; one whose struct or base type
+/// the BTF lacks stays `void`.
+const KNOWN_GLOBALS: &[(&str, &str)] = &[
+    ("init_task", "struct task_struct"),
+    ("init_mm", "struct mm_struct"),
+    ("init_files", "struct files_struct"),
+    ("init_fs", "struct fs_struct"),
+    ("init_cred", "struct cred"),
+    ("init_nsproxy", "struct nsproxy"),
+    ("init_uts_ns", "struct uts_namespace"),
+    ("init_pid_ns", "struct pid_namespace"),
+    ("init_net", "struct net"),
+    ("modules", "struct list_head"),
+    ("super_blocks", "struct list_head"),
+    ("net_namespace_list", "struct list_head"),
+    ("tty_drivers", "struct list_head"),
+    ("bpf_kallsyms", "struct list_head"),
+    ("file_systems", "struct file_system_type *"),
+    ("prb", "struct printk_ringbuffer *"),
+    ("module_kset", "struct kset *"),
+    ("mod_tree", "struct mod_tree_root"),
+    ("keyboard_notifier_list", "struct atomic_notifier_head"),
+    ("prog_idr", "struct idr"),
+    ("socket_file_ops", "struct file_operations"),
+    ("sockfs_dentry_operations", "struct dentry_operations"),
+    ("ftrace_ops_list", "struct ftrace_ops *"),
+    ("ftrace_list_end", "struct ftrace_ops"),
+    ("idt_table", "struct gate_struct [256]"),
+    ("registered_fb", "struct fb_info *[32]"),
+    ("num_registered_fb", "int"),
+    ("cap_last_cap", "int"),
+    ("mem_map", "struct page *"),
+    ("vmemmap_base", "long unsigned int"),
+    ("page_offset_base", "long unsigned int"),
+    ("jiffies", "long unsigned int"),
+    ("log_buf", "char *"),
+    ("log_buf_len", "unsigned int"),
 ];
 
 struct Generator<'a> {
@@ -157,23 +179,43 @@ struct Generator<'a> {
 
 impl Generator<'_> {
     /// A symbol's type: a per-CPU variable's from the BTF, a well-known global's, else void.
-    fn symbol_type(&self, name: &str) -> Value {
+    fn symbol_type(&self, name: &str, base_types: &BTreeMap<String, Value>) -> Value {
         if let Ok(var) = self.btf.datasec_var(".data..percpu", name)
             && let Some(t) = self.descriptor(var.type_id, 0)
         {
             return t;
         }
-        match KNOWN_GLOBALS.iter().find(|(n, ..)| *n == name) {
-            Some(&(_, ty, pointer)) if self.btf.find_struct(ty).is_some() => {
-                let t = json!({"kind": "struct", "name": ty});
-                if pointer {
-                    json!({"kind": "pointer", "subtype": t})
-                } else {
-                    t
-                }
+        KNOWN_GLOBALS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, c_type)| self.c_type(c_type, base_types))
+            .unwrap_or_else(|| json!({"kind": "base", "name": "void"}))
+    }
+
+    /// The descriptor of a [`KNOWN_GLOBALS`] type, if the BTF has what it names.
+    fn c_type(&self, c_type: &str, base_types: &BTreeMap<String, Value>) -> Option<Value> {
+        let (c_type, count) = match c_type.split_once('[') {
+            Some((t, n)) => (t, Some(n.trim_end_matches(']').parse::<u64>().ok()?)),
+            None => (c_type, None),
+        };
+        let base = c_type.trim_end_matches(['*', ' ']);
+        let mut t = match base.strip_prefix("struct ") {
+            Some(s) => {
+                self.btf.find_struct(s)?;
+                json!({"kind": "struct", "name": s})
             }
-            _ => json!({"kind": "base", "name": "void"}),
+            None => {
+                base_types.get(base)?;
+                json!({"kind": "base", "name": base})
+            }
+        };
+        for _ in 0..c_type.matches('*').count() {
+            t = json!({"kind": "pointer", "subtype": t});
         }
+        Some(match count {
+            Some(count) => json!({"kind": "array", "count": count, "subtype": t}),
+            None => t,
+        })
     }
 
     fn base_type(&self, id: TypeId, kind: Kind) -> Value {
