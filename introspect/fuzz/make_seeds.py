@@ -8,7 +8,7 @@ streams early, so a plain prefix would only exercise the header checks):
   xl_save    the xl save images with their PAGE_DATA records cut down to a few pages
   elf_core   QEMU's ELF dumps and Xen's dump-core with a few pages per segment/section
   btf        the vmlinuz .BTF section, whole and cut to its first N types
-  kallsyms   synthetic kallsyms tables (the layout of tests/kallsyms.rs) behind the
+  kallsyms   synthetic kallsyms tables (the layout of tests/kallsyms/synthetic.rs) behind the
              32-byte header the target reads
   vmcoreinfo VMCOREINFO text from ground-truth.json, bare and as an ELF note in a page
   kernel_walk the crafted kernel memory built by the target's own layout (see its source)
@@ -244,7 +244,7 @@ KTEXT = 0xFFFF_FFFF_8100_0000
 
 
 def kallsyms_seed(n, seqs=False):
-    """tests/kallsyms.rs `synthetic()` in 6.1 order, behind the fuzz target's 32-byte header."""
+    """tests/kallsyms/synthetic.rs `synthetic()` in 6.1 order, behind the fuzz target's 32-byte header."""
     syms = [(i * 0x1000, "A", f"percpu_{i}") for i in range(4)]
     syms += [(KTEXT, "T", "_stext"), (KTEXT, "T", "_text")]
     syms += [(KTEXT + 0x10 * (i + 1), "t" if i % 3 == 0 else "T", f"fn_{i}") for i in range(n)]
