@@ -17,7 +17,7 @@
 //! `restore` that died half-way: the agent resumes, or reports the bundle already applied.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use introspect::linux::GuestSnapshot;
@@ -219,8 +219,16 @@ pub enum RestoreError {
         #[source]
         source: ToolstackError,
     },
+    #[error("{}", ambiguous_message(command, domids, pending.as_deref()))]
+    Ambiguous {
+        command: String,
+        domids: Vec<u32>,
+        pending: Option<String>,
+    },
     #[error(
-        "{what}: {detail}; domain {domid} is restored but paused and NOT isolated: `xl destroy {domid}`, or isolate it (`dormouse isolate --domain {domid} --allow ...`) before `xl unpause {domid}`"
+        "{what}: {detail}; domain {domid} is restored but paused, and isolated only if the vif hook (vif-dormouse) \
+         isolated it: `xl destroy {domid}`, or isolate it (`dormouse isolate --domain {domid} --allow ...`) before \
+         `xl unpause {domid}`"
     )]
     Paused { domid: u32, what: String, detail: String },
     #[error("{what}: {detail}; domain {domid} was left as it was (is it isolated? `dormouse isolate --list`)")]
@@ -231,6 +239,21 @@ pub enum RestoreError {
     NoUuid { image: String },
     #[error("{0}")]
     Stranded(Box<Stranded>),
+}
+
+fn ambiguous_message(command: &str, domids: &[u32], pending: Option<&str>) -> String {
+    let found = match domids {
+        [] => "no new domain appeared".to_owned(),
+        _ => format!("{} new domains appeared ({domids:?})", domids.len()),
+    };
+    let hook = pending.map_or(String::new(), |k| {
+        format!("; {k} stays, so the vif hook keeps isolating this image's domain")
+    });
+    format!(
+        "`{command}` succeeded, but {found} where one was expected, so dormouse cannot tell which \
+         domain is this image's{hook}. Find it by name with `xl list` (restored domains stay paused), \
+         then `dormouse deliver --domain D ...` it or `xl destroy` it; never `xl unpause` it unpatched"
+    )
 }
 
 /// What differs between the guest a bundle was made for and the image's. The kernel release
@@ -353,6 +376,31 @@ pub fn pend(toolstack: &dyn Toolstack, options: &RestoreOptions) -> Result<Strin
     Ok(key)
 }
 
+/// `xl restore -p`. When it fails, nothing was restored and the pending key goes. When it
+/// succeeded but the new domain cannot be told apart, domains exist that may be ours: the
+/// pending key stays (the hook keeps isolating whatever vif comes up for that UUID) and the
+/// error names them.
+fn restore_paused(toolstack: &dyn Toolstack, image: &Path, pending: Option<&str>) -> Result<u32, RestoreError> {
+    match toolstack.restore_paused(image) {
+        Ok(domid) => Ok(domid),
+        Err(ToolstackError::NewDomain { command, domids, .. }) => Err(RestoreError::Ambiguous {
+            command,
+            domids,
+            pending: pending.map(str::to_owned),
+        }),
+        Err(source) => {
+            if let Some(key) = pending {
+                // Best effort: the error that matters is the restore's.
+                let _ = toolstack.xenstore_remove(key);
+            }
+            Err(RestoreError::Before {
+                what: format!("restoring {} paused", image.display()),
+                source,
+            })
+        }
+    }
+}
+
 /// Restores, delivers and releases; see the module documentation.
 pub fn restore(
     toolstack: &dyn Toolstack,
@@ -380,19 +428,7 @@ pub fn restore(
     }
 
     let t = Instant::now();
-    let domid = match toolstack.restore_paused(&options.image) {
-        Ok(domid) => domid,
-        Err(source) => {
-            if let Some(key) = &pending {
-                // Best effort: the error that matters is the restore's.
-                let _ = toolstack.xenstore_remove(key);
-            }
-            return Err(RestoreError::Before {
-                what: format!("restoring {} paused", options.image.display()),
-                source,
-            });
-        }
-    };
+    let domid = restore_paused(toolstack, &options.image, pending.as_deref())?;
     let restore_s = seconds_since(t);
     progress(Progress::Restored {
         domid,
@@ -586,6 +622,85 @@ fn isolate_and_deliver(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A toolstack whose `xl restore -p` ends as `restore` says, recording xenstore removals.
+    struct FakeRestore {
+        restore: fn() -> Result<u32, ToolstackError>,
+        removed: std::cell::RefCell<Vec<String>>,
+    }
+
+    impl Toolstack for FakeRestore {
+        fn vifs(&self, _: u32) -> Result<Vec<String>, ToolstackError> {
+            unreachable!("restore_paused looks at no vif")
+        }
+        fn restore_paused(&self, _: &Path) -> Result<u32, ToolstackError> {
+            (self.restore)()
+        }
+        fn unpause(&self, _: u32) -> Result<(), ToolstackError> {
+            unreachable!("restore_paused unpauses nothing")
+        }
+        fn paused(&self, _: u32) -> Result<bool, ToolstackError> {
+            Ok(true)
+        }
+        fn domain_uuid(&self, _: u32) -> Result<String, ToolstackError> {
+            unreachable!()
+        }
+        fn xenstore_write(&self, _: &str, _: &str) -> Result<(), ToolstackError> {
+            Ok(())
+        }
+        fn xenstore_remove(&self, path: &str) -> Result<(), ToolstackError> {
+            self.removed.borrow_mut().push(path.to_owned());
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_restore_whose_domain_cannot_be_told_apart_keeps_the_pending_key_and_says_so() {
+        let ts = FakeRestore {
+            restore: || {
+                Err(ToolstackError::NewDomain {
+                    command: "xl restore -p web1.save".into(),
+                    found: 2,
+                    domids: vec![5, 6],
+                })
+            },
+            removed: Default::default(),
+        };
+        let key = "/dormouse/pending/0f8e2c1a-0000-4000-8000-000000000001";
+        let err = restore_paused(&ts, Path::new("web1.save"), Some(key)).unwrap_err();
+        assert!(
+            matches!(&err, RestoreError::Ambiguous { domids, .. } if domids == &[5, 6]),
+            "{err:?}"
+        );
+        assert!(
+            ts.removed.borrow().is_empty(),
+            "the pending key went: {:?}",
+            ts.removed.borrow()
+        );
+        let text = err.to_string();
+        assert!(!text.contains("nothing was restored"), "{text}");
+        assert!(
+            text.contains("[5, 6]") && text.contains(key) && text.contains("xl destroy"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_failed_restore_removes_the_pending_key() {
+        let ts = FakeRestore {
+            restore: || {
+                Err(ToolstackError::Output {
+                    command: "xl restore -p web1.save".into(),
+                    output: String::new(),
+                    expected: "a domain id",
+                })
+            },
+            removed: Default::default(),
+        };
+        let err = restore_paused(&ts, Path::new("web1.save"), Some("/dormouse/pending/x")).unwrap_err();
+        assert!(err.to_string().contains("nothing was restored"), "{err}");
+        assert_eq!(*ts.removed.borrow(), ["/dormouse/pending/x"]);
+    }
 
     fn identity() -> GuestIdentity {
         GuestIdentity {
