@@ -85,7 +85,7 @@ pub enum Message {
     },
     /// agent → dom0: how far the apply got.
     Progress {
-        /// `received`, `applying`, or a journaled apply step (`verify` ... `post-scripts`).
+        /// `received`, `applying`, or a journaled apply step (`check` ... `post-scripts`).
         stage: String,
         detail: String,
         /// Since the offer arrived.

@@ -225,7 +225,8 @@ fn receive(reader: &mut BufReader<TcpStream>, options: &ServeOptions) -> Result<
 
 /// Applies the spooled bundle (the library's `apply`, as `dormouse-agent apply` runs it),
 /// sending each journaled step as progress, then the report. A bundle that applied leaves the
-/// spool; one that did not stays there for `dormouse-agent apply` to resume.
+/// spool. One whose apply failed was rolled back by `apply` and is not applied again; only an
+/// apply cut short (the agent killed) stays journaled for a later delivery to resume.
 fn apply_reporting(bundle: &Path, options: &ServeOptions, tx: &mut Sender, started: Instant) -> Result<&'static str> {
     let apply_options = ApplyOptions {
         bundle: bundle.to_owned(),
