@@ -15,6 +15,7 @@ use cli::restore::{DeliverArgs, PendArgs, RestoreArgs};
 
 mod cli;
 mod output;
+mod progress;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,13 @@ mod output;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log on stderr: -v what each step does and takes, -vv debugging detail (RUST_LOG,
+    /// e.g. `RUST_LOG=emulator=debug`, overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// No progress and no step lines on stderr, only warnings and errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -130,11 +138,9 @@ fn main() -> ExitCode {
         let spec = args.next().map(PathBuf::from).unwrap_or_default();
         emulator::sandbox::init_main(&spec);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("DORMOUSE_LOG"))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    init_log(cli.verbose);
+    progress::set_quiet(cli.quiet);
     if let Command::Emulate(args) = cli.command {
         return match cli::emulate::emulate(*args) {
             Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
@@ -153,6 +159,24 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs on stderr, by `-v`, unless RUST_LOG says otherwise.
+fn init_log(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 1)
+        .without_time()
+        .init();
 }
 
 /// The error and its causes, skipping causes the message already quotes (library errors

@@ -33,6 +33,9 @@ pub const MAX_CONTROL: u32 = 4 << 20;
 pub const MAX_CHUNK: u32 = 1 << 20;
 /// Largest signature text accepted in an offer (a minisig file is about 300 bytes).
 pub const MAX_SIGNATURE: usize = 4096;
+/// The journaled steps of the agent's apply, in order, as `Progress` stages name them (dom0
+/// shows an apply as step k of these).
+pub const APPLY_STEPS: [&str; 6] = ["verify", "check", "backup", "pre-scripts", "install", "post-scripts"];
 
 const KIND_CONTROL: u8 = b'C';
 const KIND_DATA: u8 = b'D';

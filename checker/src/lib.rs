@@ -131,6 +131,7 @@ impl Checker {
     }
 
     pub fn check(&mut self, target: &Target) -> Result<Report, CheckError> {
+        tracing::info!("checking {} ({})", target.vm_name(), target.tree.describe());
         let tree = GuestTree::open(&target.tree)?;
         let mut report = Report {
             vm: target.vm_name(),
@@ -422,11 +423,23 @@ pub fn run_checks(
     db: Option<&std::path::Path>,
     since: bool,
 ) -> Result<Vec<Outcome>, CheckError> {
+    run_checks_reporting(targets, source, db, since, &mut |_| {})
+}
+
+/// [`run_checks`], calling `checking` with each VM's name as its check starts.
+pub fn run_checks_reporting(
+    targets: &[Target],
+    source: IndexSource,
+    db: Option<&std::path::Path>,
+    since: bool,
+    checking: &mut dyn FnMut(&str),
+) -> Result<Vec<Outcome>, CheckError> {
     let mut db = db.map(db::ResultsDb::open).transpose()?;
     let mut checker = Checker::new(source);
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
         let vm = target.vm_name();
+        checking(&vm);
         let report = match checker.check(target) {
             Ok(r) => r,
             Err(e) => {

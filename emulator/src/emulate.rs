@@ -99,6 +99,9 @@ pub fn emulate_with<T>(
     let export_dir = run_dir.subdir("export")?;
     let (attached, root) = attach(disks, &export_dir)?;
     let tree = GuestTree::mount(&attached, root, &run_dir.path.join("lower"))?;
+    for f in &tree.filesystems {
+        tracing::info!("guest filesystem {} ({}) mounted read-only", f.mount_point, f.fstype);
+    }
     let (snapshot, source) = match snapshot {
         SnapshotSource::Image(s) => (*s, "image"),
         SnapshotSource::Synthesize { release } => {

@@ -8,7 +8,6 @@
 //! `dormouse cleanup` ([`cleanup`]) removes them.
 
 use std::fs;
-use std::io::IsTerminal;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
@@ -95,13 +94,15 @@ pub struct RunOptions {
     pub durable: bool,
 }
 
-/// Where the phase lines go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Progress {
-    /// One line per phase on stderr when stderr is a terminal.
-    Terminal,
-    Quiet,
+/// A phase of a run as it starts and ends, for a caller that shows progress.
+#[derive(Debug, Clone, Copy)]
+pub enum PhaseEvent<'a> {
+    Started(&'a str),
+    Done { name: &'a str, millis: f64 },
 }
+
+/// Where phase events go (`None`: nowhere).
+pub type Progress = Option<Box<dyn FnMut(PhaseEvent) + Send>>;
 
 /// Timings and outcome of one run, for `--json` and the emulation record.
 #[derive(Debug, Clone, Serialize)]
@@ -293,11 +294,6 @@ struct Timer {
 
 impl Timer {
     fn new(progress: Progress) -> Timer {
-        let progress = if progress == Progress::Terminal && std::io::stderr().is_terminal() {
-            Progress::Terminal
-        } else {
-            Progress::Quiet
-        };
         Timer {
             phases: Vec::new(),
             progress,
@@ -305,11 +301,18 @@ impl Timer {
         }
     }
 
+    fn start(&mut self, name: &str) {
+        self.last = Instant::now();
+        if let Some(progress) = &mut self.progress {
+            progress(PhaseEvent::Started(name));
+        }
+    }
+
     fn done(&mut self, name: &str) {
         let millis = self.last.elapsed().as_secs_f64() * 1000.0;
         self.last = Instant::now();
-        if self.progress == Progress::Terminal {
-            eprintln!("dormouse: {name} ({millis:.0} ms)");
+        if let Some(progress) = &mut self.progress {
+            progress(PhaseEvent::Done { name, millis });
         }
         self.phases.push(Phase {
             name: name.to_owned(),
@@ -339,6 +342,7 @@ pub fn run<T>(
     capture: impl FnOnce(&CaptureContext) -> T,
 ) -> Result<(RunReport, T)> {
     let mut timer = Timer::new(options.progress);
+    timer.start("overlay");
     let scratch_dir = match &options.keep {
         Some(dir) => {
             fs::create_dir_all(dir).map_err(|e| SandboxError::io("creating the --keep directory", dir, e))?;
@@ -354,6 +358,7 @@ pub fn run<T>(
     let overlays = OverlayStack::mount(layers, &scratch_dir, &merged)?;
     let injected = create_mount_points(&merged)?;
     timer.done("overlay");
+    timer.start("shadowfs");
 
     let proc_dir = run_dir.subdir("proc")?;
     let guest_snapshot = snapshot.clone();
@@ -367,6 +372,7 @@ pub fn run<T>(
         }
     })?;
     timer.done("shadowfs");
+    timer.start("sandbox setup");
 
     let mut env = command_env(&options.env);
     let restricted = match options.net {
@@ -414,6 +420,7 @@ pub fn run<T>(
     })?;
     fs::write(&spec_path, spec_text).map_err(|e| SandboxError::io("writing the sandbox spec", &spec_path, e))?;
     timer.done("sandbox setup");
+    timer.start("command");
 
     let mut command = Command::new(&options.init_program);
     command.arg(INIT_SUBCOMMAND).arg(&spec_path);
@@ -430,6 +437,7 @@ pub fn run<T>(
     )?;
     let (exit_code, timed_out, interrupted) = (supervised.exit_code, supervised.timed_out, supervised.interrupted);
     timer.done("command");
+    timer.start("teardown");
 
     let limit_events = cgroups.limit_events();
     let upper_layers = overlays

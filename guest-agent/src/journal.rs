@@ -350,3 +350,14 @@ impl JournalDir {
         self.write_json("changes.json", &changes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_steps_are_the_ones_dom0_counts() {
+        let names: Vec<&str> = Step::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names, bundle::transport::APPLY_STEPS);
+    }
+}

@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::output::Stdout;
+use crate::progress::Steps;
 
 #[derive(Args)]
 pub(crate) struct CheckArgs {
@@ -72,7 +73,10 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
         (false, None) => checker::IndexSource::GuestLists,
     };
     let db = args.db.unwrap_or_else(|| args.state_dir.join("check.sqlite"));
-    let outcomes = checker::run_checks(&targets, source, Some(&db), args.since)?;
+    let mut steps = Steps::new(args.json);
+    steps.counted("checking", targets.len() as u64);
+    let outcomes = checker::run_checks_reporting(&targets, source, Some(&db), args.since, &mut |vm| steps.advance(vm))?;
+    steps.finish_step();
     let mut out = Stdout::lock();
     if args.json {
         let value = if args.batch.is_some() {

@@ -9,6 +9,8 @@ use emulator::limit::{ByteLimit, CountLimit};
 
 use super::image::{ImageArgs, snapshot_of};
 use crate::output::{self, Stdout};
+use crate::progress::Steps;
+use emulator::run::PhaseEvent;
 
 /// `--net`: the sandbox's network.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -138,7 +140,20 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
     }
     let mut disks: Vec<emulator::disk::DiskSpec> =
         args.disks.iter().map(|d| emulator::disk::DiskSpec::parse(d)).collect();
+    // Not before: a spinner's ticker is a thread, and the namespace above needs none.
+    let steps = std::sync::Arc::new(std::sync::Mutex::new(Steps::new(args.json)));
+    let with_steps = |f: &mut dyn FnMut(&mut Steps)| {
+        if let Ok(mut steps) = steps.lock() {
+            f(&mut steps);
+        }
+    };
     let snapshot_started = std::time::Instant::now();
+    with_steps(&mut |s| {
+        s.step(match &args.image {
+            Some(image) => format!("reading the guest kernel's state from {}", image.display()),
+            None => "making a snapshot for a stopped VM".to_owned(),
+        })
+    });
     let snapshot = match &args.image {
         Some(image) => {
             let image_args = ImageArgs {
@@ -160,6 +175,7 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
             release: args.release.clone(),
         },
     };
+    with_steps(&mut |s| s.step("mounting the guest's filesystems read-only"));
     let options = emulator::run::RunOptions {
         command: args.command,
         env,
@@ -172,7 +188,21 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
         limits,
         keep: args.keep,
         init_program: std::env::current_exe().context("locating the dormouse binary to run the sandbox init")?,
-        progress: emulator::run::Progress::Terminal,
+        progress: Some(Box::new({
+            let steps = std::sync::Arc::clone(&steps);
+            move |event| {
+                let Ok(mut steps) = steps.lock() else {
+                    return;
+                };
+                match event {
+                    // The guest's package manager writes to the terminal: no spinner over it.
+                    PhaseEvent::Started("command") => steps.pause("running the command in the sandbox"),
+                    PhaseEvent::Started(name) => steps.step(name),
+                    PhaseEvent::Done { name: "teardown", .. } => steps.finish_step(),
+                    PhaseEvent::Done { .. } => {}
+                }
+            }
+        })),
         stdout_to_stderr: args.json,
         binds: args
             .binds
@@ -207,7 +237,10 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
             if run.exit_code != Some(0) || run.timed_out || run.interrupted {
                 return Ok(None);
             }
-            applier::pack::bundle_from_run(context, out, key, created).map(Some)
+            with_steps(&mut |s| s.step(format!("packing the bundle {}", out.display())));
+            let packed = applier::pack::bundle_from_run(context, out, key, created).map(Some);
+            with_steps(&mut |s| s.finish_step());
+            packed
         })?;
     report.run.phases.insert(0, snapshot_phase);
     let bundle = bundle.context("writing the bundle")?;

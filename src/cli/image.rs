@@ -7,6 +7,7 @@ use clap::Args;
 use introspect::linux::{GuestSnapshot, ProfileFiles};
 
 use super::tempfile_dir;
+use crate::progress::Steps;
 
 #[derive(Args)]
 pub(crate) struct ImageArgs {
@@ -32,6 +33,14 @@ pub(crate) struct ImageArgs {
 
 pub(crate) fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
     Ok(snapshot_and_config(args)?.0)
+}
+
+/// The snapshot, with the reading shown as a step of `steps`.
+pub(crate) fn snapshot_shown(args: &ImageArgs, steps: &mut Steps) -> Result<GuestSnapshot> {
+    steps.step(format!("reading the guest kernel's state from {}", args.source()));
+    let snapshot = snapshot(args)?;
+    steps.finish_step();
+    Ok(snapshot)
 }
 
 impl ImageArgs {

@@ -7,11 +7,12 @@ use anyhow::Result;
 use introspect::linux::GuestSnapshot;
 use introspect::octal_escape::escape;
 
-use super::image::{ImageArgs, snapshot};
+use super::image::{ImageArgs, snapshot, snapshot_shown};
 use crate::output::Stdout;
+use crate::progress::Steps;
 
 pub(crate) fn inspect(image: &ImageArgs, json: bool) -> Result<()> {
-    let snapshot = snapshot(image)?;
+    let snapshot = snapshot_shown(image, &mut Steps::new(json))?;
     let mut out = Stdout::lock();
     if json {
         writeln!(out, "{}", serde_json::to_string_pretty(&snapshot)?)?;
@@ -41,7 +42,7 @@ pub(crate) fn proc(image: &ImageArgs, path: &str) -> Result<()> {
 }
 
 pub(crate) fn shadowfs(image: &ImageArgs, mountpoint: &Path) -> Result<()> {
-    let tree = shadowfs::ProcTree::new(snapshot(image)?);
+    let tree = shadowfs::ProcTree::new(snapshot_shown(image, &mut Steps::new(false))?);
     shadowfs::serve(tree, mountpoint)?;
     Ok(())
 }

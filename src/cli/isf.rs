@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use super::image::{ImageArgs, profile_files};
 use crate::output::Stdout;
+use crate::progress::Steps;
 
 #[derive(Args)]
 pub(crate) struct IsfArgs {
@@ -41,6 +42,11 @@ struct Written<'a> {
 }
 
 pub(crate) fn isf(args: &IsfArgs) -> Result<()> {
+    let mut steps = Steps::new(args.json);
+    steps.step(format!(
+        "finding the kernel's symbols and types in {}",
+        args.image.source()
+    ));
     let mem = args.image.open()?;
     let disks: Vec<_> = args
         .image
@@ -50,7 +56,9 @@ pub(crate) fn isf(args: &IsfArgs) -> Result<()> {
         .collect();
     let files = profile_files(&args.image, mem.as_ref(), &disks)?;
     let profile = introspect::linux::volatility_profile(mem.as_ref(), &files)?;
+    steps.step(format!("writing {}", args.output.display()));
     let bytes = write_isf(&args.output, &profile.isf)?;
+    steps.finish_step();
     let count = |key: &str| profile.isf[key].as_object().map_or(0, |o| o.len());
     let written = Written {
         path: &args.output,
@@ -69,7 +77,7 @@ pub(crate) fn isf(args: &IsfArgs) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&written)?)?;
     } else {
         for w in &profile.warnings {
-            eprintln!("dormouse: warning: {w}");
+            steps.note(&format!("warning: {w}"), true);
         }
         writeln!(
             out,

@@ -9,6 +9,7 @@ use introspect::linux::GuestSnapshot;
 
 use super::image::{ImageArgs, snapshot_and_config};
 use crate::output::Stdout;
+use crate::progress::Steps;
 
 /// The bundle and the agent channel, as `restore`, `pend` and `deliver` take them.
 #[derive(Args)]
@@ -143,25 +144,48 @@ pub(crate) fn restore_options(
     })
 }
 
-/// How `restore` and `deliver` report what happens, on stderr.
-pub(crate) fn print_progress(agent: std::net::IpAddr) -> impl FnMut(applier::restore::Progress) {
+/// How `restore` and `deliver` report what happens, on stderr: a spinner per phase on a
+/// terminal, else the lines scripts and logs read.
+pub(crate) fn print_progress<'s>(
+    agent: std::net::IpAddr,
+    first: &str,
+    steps: &'s mut Steps,
+) -> impl FnMut(applier::restore::Progress) + 's {
     use applier::restore::Progress;
     use applier::transport::Message;
+    steps.step(first);
     move |p: Progress| match p {
-        Progress::PendingKey { path } => eprintln!("dormouse: marked pending: {path}"),
+        Progress::PendingKey { path } => steps.detail(&format!("marked pending: {path}")),
         Progress::Restored { domid, seconds } => {
-            eprintln!("dormouse: restored paused as domain {domid} ({seconds:.2} s)")
+            steps.detail(&format!("restored paused as domain {domid} ({seconds:.2} s)"));
+            steps.step(format!("isolating domain {domid}"));
         }
-        Progress::Isolated { vifs, allow } => eprintln!("dormouse: isolated {} (allowed: {allow})", vifs.join(" ")),
-        Progress::Unpaused => eprintln!("dormouse: unpaused"),
+        Progress::Isolated { vifs, allow } => {
+            steps.detail(&format!("isolated {} (allowed: {allow})", vifs.join(" ")));
+            steps.step("unpausing");
+        }
+        Progress::Unpaused => {
+            steps.detail("unpaused");
+            steps.step(format!("reaching the agent at {agent}"));
+        }
         Progress::Connected { attempts, seconds } => {
-            eprintln!("dormouse: agent at {agent} reached after {seconds:.2} s ({attempts} attempts)")
+            steps.detail(&format!(
+                "agent at {agent} reached after {seconds:.2} s ({attempts} attempts)"
+            ));
+            steps.step("the agent applies the bundle");
         }
         Progress::Agent(Message::Progress { stage, detail, seconds }) => {
-            eprintln!("dormouse: agent: {stage} ({detail}) at {seconds:.2} s")
+            let of = applier::transport::APPLY_STEPS.iter().position(|s| *s == stage);
+            let count = of.map_or(String::new(), |k| {
+                format!(" [{}/{}]", k + 1, applier::transport::APPLY_STEPS.len())
+            });
+            steps.detail(&format!("agent: {stage} ({detail}) at {seconds:.2} s{count}"));
         }
         Progress::Agent(_) => {}
-        Progress::Released { vifs } => eprintln!("dormouse: released {}", vifs.join(" ")),
+        Progress::Released { vifs } => {
+            steps.detail(&format!("released {}", vifs.join(" ")));
+            steps.finish_step();
+        }
     }
 }
 
@@ -216,7 +240,12 @@ pub(crate) fn report_delivery(
 pub(crate) fn restore(args: RestoreArgs) -> Result<()> {
     let options = restore_options(&args.image, &args.channel, args.agent, args.timeout)?;
     let toolstack = args.channel.toolstack();
-    let mut progress = print_progress(options.delivery.agent);
+    let mut steps = Steps::new(args.json);
+    let mut progress = print_progress(
+        options.delivery.agent,
+        "checking the bundle and restoring the domain paused",
+        &mut steps,
+    );
     report_delivery(
         applier::restore::restore(toolstack.as_ref(), &options, &mut progress),
         args.json,
@@ -253,7 +282,12 @@ pub(crate) fn pend(args: PendArgs) -> Result<()> {
 pub(crate) fn deliver(args: DeliverArgs) -> Result<()> {
     let options = args.channel.delivery(args.agent, args.timeout)?;
     let toolstack = args.channel.toolstack();
-    let mut progress = print_progress(options.agent);
+    let mut steps = Steps::new(args.json);
+    let mut progress = print_progress(
+        options.agent,
+        "checking the bundle and isolating the domain",
+        &mut steps,
+    );
     report_delivery(
         applier::restore::deliver(toolstack.as_ref(), args.domain, &options, &mut progress),
         args.json,

@@ -311,6 +311,7 @@ pub fn isolate(vifs: &[String], allow: &[Allow]) -> Result<(), IsolateError> {
     let mut allow = allow.to_vec();
     allow.sort();
     allow.dedup();
+    tracing::info!("isolating {vifs:?}, allowing {} endpoint(s)", allow.len());
     let mut batch = Batch::new();
     for ft in &TABLES {
         batch.add(&table(ft).with_userdata(rules::comment(TABLE_COMMENT)), MsgType::Add);

@@ -321,6 +321,13 @@ impl Tracer<'_> {
             None => read_guest_file(pid, &identity.script_path)?,
         };
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        tracing::debug!(
+            "intercepted {} {:?} of {} ({} bytes): recorded, answered as a success",
+            identity.script_path,
+            identity.script_type,
+            identity.package,
+            bytes.len()
+        );
         Ok(Some(ScriptRecord {
             seq: self.report.scripts.len() as u64,
             manager: identity.manager,

@@ -360,6 +360,11 @@ pub fn snapshot(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<GuestSnaps
         .and_then(|v| v.info.kernel_offset)
         .or_else(|| symbols.address_of("_text").map(|t| t.wrapping_sub(DEFAULT_TEXT)))
         .unwrap_or(0);
+    tracing::info!(
+        "{path}: Linux {} ({} tasks); symbols: {symbols_from}; types: {types_from}; KASLR shift {kaslr_offset:#x}",
+        uts.release,
+        tasks.len()
+    );
     let page_offset_base = kernel.find_direct_map().map(|d| d.base).ok();
 
     Ok(GuestSnapshot {

@@ -23,6 +23,7 @@ pub fn open_memory(path: impl AsRef<Path>) -> Result<Box<dyn PhysMemory>> {
         ImageFormat::ElfCore if ElfHeaders::parse(path, &data)?.is_xen_core() => ImageFormat::XenCore,
         f => f,
     };
+    tracing::debug!("{}: {format:?} ({} bytes)", path.display(), data.len());
     open_backing(path, data, format)
 }
 
