@@ -15,6 +15,7 @@ pub mod processes;
 pub mod refresh;
 pub mod report;
 pub mod rpm;
+pub mod sbom;
 pub mod tree;
 
 use std::collections::{BTreeSet, HashMap};
@@ -131,7 +132,17 @@ impl Checker {
     }
 
     pub fn check(&mut self, target: &Target) -> Result<Report, CheckError> {
+        self.check_inventory(target).map(|(report, _)| report)
+    }
+
+    /// [`Checker::check`], and what it saw on the way: the installed packages and, with a
+    /// memory image, the running kernel (what [`sbom`] lists).
+    pub fn check_inventory(&mut self, target: &Target) -> Result<(Report, Inventory), CheckError> {
         let tree = GuestTree::open(&target.tree)?;
+        let mut inventory = Inventory {
+            os: tree.os.clone(),
+            ..Inventory::default()
+        };
         let mut report = Report {
             vm: target.vm_name(),
             disk: target.tree.describe(),
@@ -151,10 +162,14 @@ impl Checker {
         // where RPM distributions keep it) is checked for both.
         let dpkg = tree.exists("/var/lib/dpkg/status");
         if dpkg {
-            self.check_dpkg(&tree, &mut report)?;
+            inventory.debs = self.check_dpkg(&tree, &mut report)?;
         }
         if !dpkg || rpm::RPMDB_PATHS.iter().any(|p| tree.exists(p)) {
-            self.check_rpm(&tree, &mut report)?;
+            inventory.rpms = self.check_rpm(&tree, &mut report)?;
+            // The file lists served the update selection; an inventory does not need them.
+            for p in &mut inventory.rpms {
+                p.files = Vec::new();
+            }
         }
         report.counts = Counts {
             security: report
@@ -171,11 +186,20 @@ impl Checker {
         if let Some(image) = &target.image {
             let snapshot = snapshot(image)?;
             report.processes = Some(processes::using_outdated(&tree, &snapshot, &report.upgrades));
+            inventory.kernel = Some(RunningKernel {
+                release: snapshot.kernel.release.clone(),
+                version: snapshot.kernel.version.clone(),
+                banner: snapshot.kernel.banner.clone(),
+                hostname: snapshot.uts.nodename.clone(),
+                machine: snapshot.uts.machine.clone(),
+                domain_name: snapshot.domain.as_ref().and_then(|d| d.name.clone()),
+                domain_uuid: snapshot.domain.as_ref().and_then(|d| d.uuid.clone()),
+            });
         }
-        Ok(report)
+        Ok((report, inventory))
     }
 
-    fn check_dpkg(&mut self, tree: &GuestTree, report: &mut Report) -> Result<(), CheckError> {
+    fn check_dpkg(&mut self, tree: &GuestTree, report: &mut Report) -> Result<Vec<dpkg::InstalledPackage>, CheckError> {
         report.package_manager = "dpkg".into();
         let status = tree.read("/var/lib/dpkg/status", MAX_STATUS_BYTES)?;
         let installed = dpkg::parse_status(&String::from_utf8_lossy(&status))?;
@@ -251,9 +275,10 @@ impl Checker {
                 installed: u.installed,
                 candidate: u.candidate,
                 suites: u.suites,
+                advisories: Vec::new(),
             })
             .collect();
-        Ok(())
+        Ok(installed)
     }
 
     /// The release and `Packages` indices of one source.
@@ -401,11 +426,44 @@ impl Checker {
     }
 }
 
+/// What a check saw of a VM besides its findings: its installed packages and, given its
+/// memory image, its running kernel.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub os: Option<emulator::disk::OsRelease>,
+    /// dpkg's installed packages (with a current version), in status-file order.
+    pub debs: Vec<dpkg::InstalledPackage>,
+    /// rpm's installed packages (file lists dropped), in database order.
+    pub rpms: Vec<rpmdb::RpmPackage>,
+    pub kernel: Option<RunningKernel>,
+}
+
+/// The kernel running in the memory image, as its own structures say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningKernel {
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`.
+    pub version: String,
+    /// `/proc/version`.
+    pub banner: String,
+    /// `uname -n`.
+    pub hostname: String,
+    /// `uname -m`.
+    pub machine: String,
+    /// The Xen domain's name and UUID when the image records them (`xl save`).
+    pub domain_name: Option<String>,
+    pub domain_uuid: Option<String>,
+}
+
 /// The result of checking one VM of a run.
 #[derive(Debug, serde::Serialize)]
 pub struct Outcome {
     pub vm: String,
     pub report: Option<Report>,
+    /// What the check saw, kept only by [`run_checks_keeping_inventory`].
+    #[serde(skip)]
+    pub inventory: Option<Inventory>,
     /// Why the VM could not be checked.
     pub error: Option<String>,
     /// With `since`: what changed since the previous check of the same VM.
@@ -422,17 +480,38 @@ pub fn run_checks(
     db: Option<&std::path::Path>,
     since: bool,
 ) -> Result<Vec<Outcome>, CheckError> {
+    run(targets, source, db, since, false)
+}
+
+/// [`run_checks`], each outcome keeping its VM's [`Inventory`] (for an SBOM).
+pub fn run_checks_keeping_inventory(
+    targets: &[Target],
+    source: IndexSource,
+    db: Option<&std::path::Path>,
+    since: bool,
+) -> Result<Vec<Outcome>, CheckError> {
+    run(targets, source, db, since, true)
+}
+
+fn run(
+    targets: &[Target],
+    source: IndexSource,
+    db: Option<&std::path::Path>,
+    since: bool,
+    keep_inventory: bool,
+) -> Result<Vec<Outcome>, CheckError> {
     let mut db = db.map(db::ResultsDb::open).transpose()?;
     let mut checker = Checker::new(source);
     let mut out = Vec::with_capacity(targets.len());
     for target in targets {
         let vm = target.vm_name();
-        let report = match checker.check(target) {
+        let (report, inventory) = match checker.check_inventory(target) {
             Ok(r) => r,
             Err(e) => {
                 out.push(Outcome {
                     vm,
                     report: None,
+                    inventory: None,
                     error: Some(e.to_string()),
                     changes: None,
                 });
@@ -452,6 +531,7 @@ pub fn run_checks(
         out.push(Outcome {
             vm,
             report: Some(report),
+            inventory: keep_inventory.then_some(inventory),
             error: None,
             changes,
         });
