@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::output::Stdout;
 
@@ -43,12 +43,28 @@ pub(crate) struct CheckArgs {
     /// dormouse's state directory.
     #[arg(long, env = "DORMOUSE_STATE", default_value = emulator::run::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Print JSON (one object per VM, in an array with --batch).
-    #[arg(long)]
+    /// Output: `text`; `json`, the report (one object per VM, in an array with --batch);
+    /// `cyclonedx`, a CycloneDX 1.5 SBOM of the VM (its packages with package URLs, the
+    /// running kernel given IMAGE, updates and the processes they concern as properties).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Same as --format json.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Cyclonedx,
+}
+
 pub(crate) fn check(args: CheckArgs) -> Result<()> {
+    let format = if args.json { Format::Json } else { args.format };
+    if format == Format::Cyclonedx && args.batch.is_some() {
+        bail!("--format cyclonedx describes one VM: check the VMs of --batch one at a time (--disk or --root)");
+    }
     let targets = match (&args.batch, &args.disk, &args.root) {
         (Some(file), _, _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -72,9 +88,19 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
         (false, None) => checker::IndexSource::GuestLists,
     };
     let db = args.db.unwrap_or_else(|| args.state_dir.join("check.sqlite"));
-    let outcomes = checker::run_checks(&targets, source, Some(&db), args.since)?;
+    let outcomes = if format == Format::Cyclonedx {
+        checker::run_checks_keeping_inventory(&targets, source, Some(&db), args.since)?
+    } else {
+        checker::run_checks(&targets, source, Some(&db), args.since)?
+    };
     let mut out = Stdout::lock();
-    if args.json {
+    if format == Format::Cyclonedx {
+        if let (Some(report), Some(inventory)) = (&outcomes[0].report, &outcomes[0].inventory) {
+            let meta = checker::sbom::BomMeta::new("dormouse", env!("CARGO_PKG_VERSION"));
+            let bom = checker::sbom::cyclonedx(report, inventory, &meta);
+            writeln!(out, "{}", serde_json::to_string_pretty(&bom)?)?;
+        }
+    } else if format == Format::Json {
         let value = if args.batch.is_some() {
             serde_json::to_value(&outcomes)?
         } else {
