@@ -213,11 +213,9 @@ fn kernel_component(k: &RunningKernel, inv: &Inventory) -> Value {
     }
     // Debian names the kernel's package after its release.
     let package = format!("linux-image-{}", k.release);
-    if inv.debs.iter().any(|p| p.name == package) {
-        props.push(prop("dormouse:kernel:package", package));
-    } else {
-        props.push(prop("dormouse:kernel:package-installed", "false"));
-    }
+    let installed = inv.debs.iter().any(|p| p.name == package);
+    props.push(prop("dormouse:kernel:package", package));
+    props.push(prop("dormouse:kernel:package-installed", installed.to_string()));
     json!({
         "type": "operating-system",
         "bom-ref": "kernel",

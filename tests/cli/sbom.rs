@@ -242,6 +242,11 @@ fn check_cyclonedx_of_the_test_bed_guest() {
     assert_eq!(kernel["version"], bed.kernel.release);
     assert_eq!(props(kernel, "dormouse:kernel:release"), [bed.kernel.release.as_str()]);
     assert_eq!(props(kernel, "dormouse:kernel:banner"), [bed.kernel.banner.trim_end()]);
+    assert_eq!(props(kernel, "dormouse:kernel:package"), [bed.kernel.package.as_str()]);
+    assert_eq!(
+        props(kernel, "dormouse:kernel:package-installed"),
+        [installed.contains_key(&bed.kernel.package).to_string().as_str()]
+    );
     assert_eq!(
         props(&bom["metadata"], "dormouse:check:processes"),
         ["from the memory image"]
