@@ -15,6 +15,7 @@ pub mod processes;
 pub mod refresh;
 pub mod report;
 pub mod rpm;
+pub mod sbom;
 pub mod tree;
 
 use std::collections::{BTreeSet, HashMap};
@@ -131,8 +132,18 @@ impl Checker {
     }
 
     pub fn check(&mut self, target: &Target) -> Result<Report, CheckError> {
+        self.check_inventory(target).map(|(report, _)| report)
+    }
+
+    /// [`Checker::check`], and what it saw on the way: the installed packages and, with a
+    /// memory image, the running kernel (what [`sbom`] lists).
+    pub fn check_inventory(&mut self, target: &Target) -> Result<(Report, Inventory), CheckError> {
         tracing::info!("checking {} ({})", target.vm_name(), target.tree.describe());
         let tree = GuestTree::open(&target.tree)?;
+        let mut inventory = Inventory {
+            os: tree.os.clone(),
+            ..Inventory::default()
+        };
         let mut report = Report {
             vm: target.vm_name(),
             disk: target.tree.describe(),
@@ -152,10 +163,14 @@ impl Checker {
         // where RPM distributions keep it) is checked for both.
         let dpkg = tree.exists("/var/lib/dpkg/status");
         if dpkg {
-            self.check_dpkg(&tree, &mut report)?;
+            inventory.debs = self.check_dpkg(&tree, &mut report)?;
         }
         if !dpkg || rpm::RPMDB_PATHS.iter().any(|p| tree.exists(p)) {
-            self.check_rpm(&tree, &mut report)?;
+            inventory.rpms = self.check_rpm(&tree, &mut report)?;
+            // The file lists served the update selection; an inventory does not need them.
+            for p in &mut inventory.rpms {
+                p.files = Vec::new();
+            }
         }
         report.counts = Counts {
             security: report
@@ -172,11 +187,20 @@ impl Checker {
         if let Some(image) = &target.image {
             let snapshot = snapshot(image)?;
             report.processes = Some(processes::using_outdated(&tree, &snapshot, &report.upgrades));
+            inventory.kernel = Some(RunningKernel {
+                release: snapshot.kernel.release.clone(),
+                version: snapshot.kernel.version.clone(),
+                banner: snapshot.kernel.banner.clone(),
+                hostname: snapshot.uts.nodename.clone(),
+                machine: snapshot.uts.machine.clone(),
+                domain_name: snapshot.domain.as_ref().and_then(|d| d.name.clone()),
+                domain_uuid: snapshot.domain.as_ref().and_then(|d| d.uuid.clone()),
+            });
         }
-        Ok(report)
+        Ok((report, inventory))
     }
 
-    fn check_dpkg(&mut self, tree: &GuestTree, report: &mut Report) -> Result<(), CheckError> {
+    fn check_dpkg(&mut self, tree: &GuestTree, report: &mut Report) -> Result<Vec<dpkg::InstalledPackage>, CheckError> {
         report.package_manager = "dpkg".into();
         let status = tree.read("/var/lib/dpkg/status", MAX_STATUS_BYTES)?;
         let installed = dpkg::parse_status(&String::from_utf8_lossy(&status))?;
@@ -252,9 +276,10 @@ impl Checker {
                 installed: u.installed,
                 candidate: u.candidate,
                 suites: u.suites,
+                advisories: Vec::new(),
             })
             .collect();
-        Ok(())
+        Ok(installed)
     }
 
     /// The release and `Packages` indices of one source.
@@ -402,11 +427,44 @@ impl Checker {
     }
 }
 
+/// What a check saw of a VM besides its findings: its installed packages and, given its
+/// memory image, its running kernel.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub os: Option<emulator::disk::OsRelease>,
+    /// dpkg's installed packages (with a current version), in status-file order.
+    pub debs: Vec<dpkg::InstalledPackage>,
+    /// rpm's installed packages (file lists dropped), in database order.
+    pub rpms: Vec<rpmdb::RpmPackage>,
+    pub kernel: Option<RunningKernel>,
+}
+
+/// The kernel running in the memory image, as its own structures say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningKernel {
+    /// `uname -r`.
+    pub release: String,
+    /// `uname -v`.
+    pub version: String,
+    /// `/proc/version`.
+    pub banner: String,
+    /// `uname -n`.
+    pub hostname: String,
+    /// `uname -m`.
+    pub machine: String,
+    /// The Xen domain's name and UUID when the image records them (`xl save`).
+    pub domain_name: Option<String>,
+    pub domain_uuid: Option<String>,
+}
+
 /// The result of checking one VM of a run.
 #[derive(Debug, serde::Serialize)]
 pub struct Outcome {
     pub vm: String,
     pub report: Option<Report>,
+    /// What the check saw, kept only when [`run_checks_with`] is asked to.
+    #[serde(skip)]
+    pub inventory: Option<Inventory>,
     /// Why the VM could not be checked.
     pub error: Option<String>,
     /// With `since`: what changed since the previous check of the same VM.
@@ -416,22 +474,14 @@ pub struct Outcome {
 
 /// Checks every target in order with one shared index cache, records each report in the
 /// results database (when given), and with `since` compares it with the VM's previous one.
-/// A VM that cannot be checked does not stop the others.
-pub fn run_checks(
+/// A VM that cannot be checked does not stop the others. Keeps each VM's [`Inventory`] when
+/// `keep_inventory` (for an SBOM), and calls `checking` with each VM's name as its check starts.
+pub fn run_checks_with(
     targets: &[Target],
     source: IndexSource,
     db: Option<&std::path::Path>,
     since: bool,
-) -> Result<Vec<Outcome>, CheckError> {
-    run_checks_reporting(targets, source, db, since, &mut |_| {})
-}
-
-/// [`run_checks`], calling `checking` with each VM's name as its check starts.
-pub fn run_checks_reporting(
-    targets: &[Target],
-    source: IndexSource,
-    db: Option<&std::path::Path>,
-    since: bool,
+    keep_inventory: bool,
     checking: &mut dyn FnMut(&str),
 ) -> Result<Vec<Outcome>, CheckError> {
     let mut db = db.map(db::ResultsDb::open).transpose()?;
@@ -440,12 +490,13 @@ pub fn run_checks_reporting(
     for target in targets {
         let vm = target.vm_name();
         checking(&vm);
-        let report = match checker.check(target) {
+        let (report, inventory) = match checker.check_inventory(target) {
             Ok(r) => r,
             Err(e) => {
                 out.push(Outcome {
                     vm,
                     report: None,
+                    inventory: None,
                     error: Some(e.to_string()),
                     changes: None,
                 });
@@ -465,6 +516,7 @@ pub fn run_checks_reporting(
         out.push(Outcome {
             vm,
             report: Some(report),
+            inventory: keep_inventory.then_some(inventory),
             error: None,
             changes,
         });

@@ -28,6 +28,10 @@ pub struct Finding {
     /// The archives offering the candidate (Release `Suite`).
     pub suites: Vec<String>,
     pub priority: Priority,
+    /// The security advisories the candidate fixes, when the repository names them (rpm-md
+    /// `updateinfo.xml`; apt's indices name none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advisories: Vec<String>,
 }
 
 /// One repository the guest is configured for, and what became of it.

@@ -29,7 +29,11 @@ struct Metadata {
 }
 
 impl Checker {
-    pub(crate) fn check_rpm(&mut self, tree: &GuestTree, report: &mut Report) -> Result<(), CheckError> {
+    pub(crate) fn check_rpm(
+        &mut self,
+        tree: &GuestTree,
+        report: &mut Report,
+    ) -> Result<Vec<rpmdb::RpmPackage>, CheckError> {
         let installed = read_rpmdb(tree)?;
         report.package_manager = if report.package_manager.is_empty() {
             "rpm".into()
@@ -115,9 +119,10 @@ impl Checker {
                     installed: u.installed,
                     candidate: u.candidate,
                     suites: u.repos,
+                    advisories: u.advisories,
                 }),
         );
-        Ok(())
+        Ok(installed)
     }
 
     /// The primary (and updateinfo, when published) of one repository, checked against the

@@ -36,6 +36,10 @@ pub struct InstalledPackage {
     pub state: String,
     /// `hold` when the administrator holds it.
     pub want: String,
+    /// The source package when it differs from the binary's name or version: dpkg's
+    /// `Source:` field, `name` or `name (version)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// Parses a dpkg `status` file and returns the packages that have a current version, i.e.
@@ -72,6 +76,7 @@ pub fn parse_status(text: &str) -> Result<Vec<InstalledPackage>, StatusError> {
             version,
             state: state.to_owned(),
             want: want.to_owned(),
+            source: para.get("Source").map(str::to_owned),
         });
     }
     Ok(out)
@@ -101,7 +106,7 @@ mod tests {
     fn status() {
         let text = "Package: a\nStatus: install ok installed\nArchitecture: amd64\nVersion: 1:2-3\n\n\
                     Package: gone\nStatus: deinstall ok config-files\nVersion: 1\n\n\
-                    Package: b\nStatus: hold ok half-configured\nArchitecture: all\nVersion: 0.1\n";
+                    Package: b\nStatus: hold ok half-configured\nArchitecture: all\nVersion: 0.1\nSource: bsrc (0.0.1)\n";
         let pkgs = parse_status(text).unwrap();
         assert_eq!(pkgs.len(), 2);
         assert_eq!(
@@ -111,6 +116,10 @@ mod tests {
         assert_eq!(
             (pkgs[1].want.as_str(), pkgs[1].state.as_str()),
             ("hold", "half-configured")
+        );
+        assert_eq!(
+            (pkgs[0].source.as_deref(), pkgs[1].source.as_deref()),
+            (None, Some("bsrc (0.0.1)"))
         );
         let e = parse_status("Package: c\nStatus: install ok installed\nVersion: :1\n").unwrap_err();
         assert!(e.to_string().contains("package c"), "{e}");

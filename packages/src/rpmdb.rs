@@ -19,6 +19,8 @@ pub const MAX_PACKAGES: usize = 200_000;
 /// expanded list is smaller than the header itself.
 const MAX_FILES_EXPANSION: usize = 4;
 
+const TAG_LICENSE: u32 = 1014;
+const TAG_SOURCERPM: u32 = 1044;
 const TAG_DIRINDEXES: u32 = 1116;
 const TAG_BASENAMES: u32 = 1117;
 const TAG_DIRNAMES: u32 = 1118;
@@ -46,6 +48,12 @@ pub struct RpmPackage {
     pub arch: String,
     /// Absolute paths of the files the package owns.
     pub files: Vec<String>,
+    /// The source rpm it was built from (`SOURCERPM`, e.g. `curl-8.6.0-1.fc40.src.rpm`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sourcerpm: Option<String>,
+    /// The package's `License` tag, as the packager wrote it (not always an SPDX expression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
 }
 
 impl RpmPackage {
@@ -106,6 +114,10 @@ pub fn parse_header(blob: &[u8]) -> Result<RpmPackage, HeaderError> {
         // gpg-pubkey pseudo-packages have no arch.
         arch: h.string(TAG_ARCH)?.unwrap_or_default(),
         files,
+        // Descriptive only: a malformed entry leaves it unknown rather than failing the
+        // whole database.
+        sourcerpm: h.strings(TAG_SOURCERPM).ok().and_then(|v| v.into_iter().next()),
+        license: h.strings(TAG_LICENSE).ok().and_then(|v| v.into_iter().next()),
     })
 }
 

@@ -285,6 +285,9 @@ pub struct RpmUpgrade {
     /// The repository ids offering the candidate.
     pub repos: Vec<String>,
     pub security: bool,
+    /// The ids of the `type="security"` advisories (updateinfo) this update fixes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub advisories: Vec<String>,
 }
 
 /// The arches a machine of `basearch` installs (dnf's arch compatibility, common arches).
@@ -380,15 +383,24 @@ pub fn upgradable(installed: &[RpmPackage], basearch: &str, repos: &[RepoIndex<'
             .map(|(r, _)| r.id.to_owned())
             .collect();
         ids.dedup();
-        let security = repos.iter().any(|r| match r.advisories {
-            Some(advisories) => advisories.iter().filter(|a| a.kind == "security").any(|a| {
-                a.packages.iter().any(|p| {
+        let fixes = |a: &&Advisory| {
+            a.kind == "security"
+                && a.packages.iter().any(|p| {
                     p.name == name
                         && (p.arch == arch || p.arch == best.arch)
                         && cmp_evr(p.evr(), evr) == Ordering::Greater
                         && cmp_evr(p.evr(), best.evr()) != Ordering::Greater
                 })
-            }),
+        };
+        let mut advisories: Vec<String> = repos
+            .iter()
+            .filter_map(|r| r.advisories)
+            .flat_map(|a| a.iter().filter(fixes).map(|a| a.id.clone()))
+            .collect();
+        advisories.sort();
+        advisories.dedup();
+        let security = repos.iter().any(|r| match r.advisories {
+            Some(a) => a.iter().any(|a| fixes(&a)),
             None => {
                 ids.iter().any(|id| id == r.id)
                     && [r.id, r.name]
@@ -403,6 +415,7 @@ pub fn upgradable(installed: &[RpmPackage], basearch: &str, repos: &[RepoIndex<'
             candidate: show_evr(best.epoch, &best.version, &best.release),
             repos: ids,
             security,
+            advisories,
         });
     }
     out
@@ -621,6 +634,8 @@ mod tests {
             release: release.into(),
             arch: arch.into(),
             files: Vec::new(),
+            sourcerpm: None,
+            license: None,
         }
     }
 
@@ -722,9 +737,11 @@ mod tests {
             ]
         );
         assert_eq!(got[0].repos, ["updates"]);
+        assert!(got[0].advisories.is_empty(), "a bugfix advisory is not a security one");
+        assert_eq!(got[1].advisories, ["ADV-1"]);
         // Without updateinfo, by the repository's name.
         let plain = upgradable(&installed, "x86_64", &[repo(None)]);
-        assert!(plain.iter().all(|u| !u.security));
+        assert!(plain.iter().all(|u| !u.security && u.advisories.is_empty()));
         let sec = RepoIndex {
             id: "el-security",
             ..repo(None)

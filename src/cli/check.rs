@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 
 use crate::output::Stdout;
 use crate::progress::Steps;
@@ -44,12 +44,28 @@ pub(crate) struct CheckArgs {
     /// dormouse's state directory.
     #[arg(long, env = "DORMOUSE_STATE", default_value = emulator::run::DEFAULT_STATE_DIR)]
     state_dir: PathBuf,
-    /// Print JSON (one object per VM, in an array with --batch).
-    #[arg(long)]
+    /// Output: `text`; `json`, the report (one object per VM, in an array with --batch);
+    /// `cyclonedx`, a CycloneDX 1.5 SBOM of the VM (its packages with package URLs, the
+    /// running kernel given IMAGE, updates and the processes they concern as properties).
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Same as --format json.
+    #[arg(long, conflicts_with = "format")]
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Cyclonedx,
+}
+
 pub(crate) fn check(args: CheckArgs) -> Result<()> {
+    let format = if args.json { Format::Json } else { args.format };
+    if format == Format::Cyclonedx && args.batch.is_some() {
+        bail!("--format cyclonedx describes one VM: check the VMs of --batch one at a time (--disk or --root)");
+    }
     let targets = match (&args.batch, &args.disk, &args.root) {
         (Some(file), _, _) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -73,12 +89,25 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
         (false, None) => checker::IndexSource::GuestLists,
     };
     let db = args.db.unwrap_or_else(|| args.state_dir.join("check.sqlite"));
-    let mut steps = Steps::new(args.json);
+    let mut steps = Steps::new(format != Format::Text);
     steps.counted("checking", targets.len() as u64);
-    let outcomes = checker::run_checks_reporting(&targets, source, Some(&db), args.since, &mut |vm| steps.advance(vm))?;
+    let outcomes = checker::run_checks_with(
+        &targets,
+        source,
+        Some(&db),
+        args.since,
+        format == Format::Cyclonedx,
+        &mut |vm| steps.advance(vm),
+    )?;
     steps.finish_step();
     let mut out = Stdout::lock();
-    if args.json {
+    if format == Format::Cyclonedx {
+        if let (Some(report), Some(inventory)) = (&outcomes[0].report, &outcomes[0].inventory) {
+            let meta = checker::sbom::BomMeta::new("dormouse", env!("CARGO_PKG_VERSION"));
+            let bom = checker::sbom::cyclonedx(report, inventory, &meta);
+            writeln!(out, "{}", serde_json::to_string_pretty(&bom)?)?;
+        }
+    } else if format == Format::Json {
         let value = if args.batch.is_some() {
             serde_json::to_value(&outcomes)?
         } else {

@@ -102,7 +102,7 @@ fn dormouse_upgradable(disk: &Path, db: &Path, extra: &[&str]) -> (BTreeSet<Row>
     (rows, json)
 }
 
-fn start_mirror() {
+pub(crate) fn start_mirror() {
     let status = Command::new(workspace_root().join("scripts/repo-serve"))
         .arg("start")
         .env("DORMOUSE_CACHE", dormouse_tests::cache_dir())

@@ -323,4 +323,33 @@ fn rpm_check_matches_dnf_check_update() {
             .starts_with("guest cache /var/cache/dnf/dm-updates-"),
         "{report:#}"
     );
+
+    // The same as a CycloneDX SBOM: every package of both databases, the advisory as a
+    // vulnerability of dm-app.
+    let bom = crate::sbom::cyclonedx(&["--root".as_ref(), root.as_os_str(), "--db".as_ref(), db.as_os_str()]);
+    crate::sbom::validate_cyclonedx(&bom);
+    let rpms = crate::sbom::packages(&bom, "rpm");
+    let rpm_qa = in_chroot(&root, &["rpm", "-qa"]);
+    assert_eq!(rpms.len(), rpm_qa.lines().count(), "one component per rpm -qa line");
+    let status = fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+    assert_eq!(
+        crate::sbom::packages(&bom, "deb").len(),
+        crate::sbom::dpkg_installed(&status).len()
+    );
+    let os = fs::read_to_string(root.join("etc/os-release")).unwrap();
+    let id = crate::sbom::os_release(&os, "ID");
+    let app = rpms.iter().find(|c| c["name"] == "dm-app").unwrap();
+    assert_eq!(
+        app["purl"],
+        format!("pkg:rpm/{id}/dm-app@1-1?arch={arch}&distro={id}-{releasever}")
+    );
+    assert_eq!(app["licenses"][0]["license"]["name"], "GPL-3.0-or-later");
+    assert_eq!(crate::sbom::props(app, "dormouse:update:candidate"), ["2-1"]);
+    assert_eq!(crate::sbom::props(app, "dormouse:update:advisory"), ["DM-2024-0001"]);
+    let epoch = rpms.iter().find(|c| c["name"] == "dm-epoch").unwrap();
+    assert_eq!(crate::sbom::props(epoch, "dormouse:update:candidate"), ["1:0.5-1"]);
+    let vulns = bom["vulnerabilities"].as_array().unwrap();
+    assert_eq!(vulns.len(), 1, "the bugfix advisory is no vulnerability: {vulns:?}");
+    assert_eq!(vulns[0]["id"], "DM-2024-0001");
+    assert_eq!(vulns[0]["affects"][0]["ref"], app["bom-ref"]);
 }

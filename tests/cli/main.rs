@@ -14,6 +14,7 @@ mod isf;
 mod isolate;
 mod restore;
 mod rpm;
+mod sbom;
 mod shadowfs;
 mod truth;
 
