@@ -36,8 +36,8 @@ pub enum Error {
     /// No known magic at the start of the file.
     #[error(
         "{}: not a recognised memory image (its first bytes, at offset 0: {magic}); expected an `xl save` image or an \
-         ELF core (xl dump-core, QEMU dump-guest-memory, kdump); a flat physical memory dump must be \
-         opened explicitly as raw",
+         ELF core (xl dump-core, QEMU dump-guest-memory, kdump); a flat physical memory dump has no \
+         magic: open it as raw (dormouse: --format raw, optionally --cr3 ADDR)",
         path.display()
     )]
     UnknownFormat { path: PathBuf, magic: String },

@@ -162,6 +162,8 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
                 system_map: args.system_map.clone(),
                 kernel: args.kernel.clone(),
                 isf: args.isf.clone(),
+                format: Default::default(),
+                cr3: None,
             };
             let mem = image_args.open()?;
             if disks.is_empty() {

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use introspect::linux::{GuestSnapshot, ProfileFiles};
 
 use super::tempfile_dir;
@@ -29,6 +29,32 @@ pub(crate) struct ImageArgs {
     /// A Volatility 3 ISF profile (JSON, optionally xz-compressed) for symbols and types.
     #[arg(long, value_name = "FILE")]
     pub(crate) isf: Option<PathBuf>,
+    /// The memory image's format: `auto` tells xl save images and ELF cores by their magic;
+    /// `raw` is flat physical memory (byte N = guest-physical address N), which has none.
+    #[arg(long, value_enum, default_value_t = MemoryFormat::Auto)]
+    pub(crate) format: MemoryFormat,
+    /// With `--format raw`: the guest's CR3 (hex `0x...` or decimal), the physical address of
+    /// its kernel's top-level page table. Without it the image is scanned for that table.
+    #[arg(long, value_name = "ADDR", value_parser = parse_address, requires = "format")]
+    pub(crate) cr3: Option<u64>,
+}
+
+/// `--format`: how to read IMAGE.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub(crate) enum MemoryFormat {
+    /// By its magic: `xl save` image, `xl dump-core`, ELF core (QEMU, kdump).
+    #[default]
+    Auto,
+    /// Flat physical memory from address 0 (no vCPU state: give --cr3 or let it be scanned for).
+    Raw,
+}
+
+fn parse_address(text: &str) -> Result<u64, String> {
+    let parsed = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => text.parse(),
+    };
+    parsed.map_err(|e| format!("{text}: expected an address, hex 0x... or decimal ({e})"))
 }
 
 pub(crate) fn snapshot(args: &ImageArgs) -> Result<GuestSnapshot> {
@@ -61,6 +87,19 @@ impl ImageArgs {
     pub(crate) fn open(&self) -> Result<Box<dyn introspect::PhysMemory>> {
         match self.domain() {
             Some(domid) => open_domain(domid),
+            None if self.format == MemoryFormat::Raw => {
+                let raw = introspect::RawMemory::open(&self.image)?;
+                Ok(Box::new(match self.cr3 {
+                    Some(cr3) => raw.with_cr3(cr3),
+                    None => raw,
+                }))
+            }
+            None if self.cr3.is_some() => {
+                bail!(
+                    "--cr3 is for raw memory images (--format raw); {} records its own vCPU state",
+                    self.source()
+                )
+            }
             None => Ok(introspect::open_memory(&self.image)?),
         }
     }

@@ -4,13 +4,18 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::source::memory::{Backing, GuestKind, ImageFormat, PAGE_SIZE, PageMap, PhysMemory, Run, RunData, VcpuState};
+use crate::source::memory::{
+    Backing, FRAME_MASK, GuestKind, ImageFormat, PAGE_SHIFT, PAGE_SIZE, PageMap, PhysMemory, Run, RunData, VcpuState,
+};
 
-/// A raw physical memory image; records no vCPU state.
+/// A raw physical memory image. It records no vCPU state: the kernel's page-table root is
+/// either given ([`RawMemory::with_cr3`]) or found by a scan of the image
+/// ([`crate::detect_kernel_root`]).
 pub struct RawMemory {
     path: PathBuf,
     data: Backing,
     pages: PageMap,
+    vcpus: Vec<VcpuState>,
 }
 
 impl RawMemory {
@@ -50,7 +55,25 @@ impl RawMemory {
             problem: "file too large to be physical memory".into(),
             remedy: "check that this really is a raw memory image",
         })?;
-        Ok(RawMemory { path, data, pages })
+        Ok(RawMemory {
+            path,
+            data,
+            pages,
+            vcpus: Vec::new(),
+        })
+    }
+
+    /// Records `cr3` (the guest-physical address of a top-level page table, low 12 bits of
+    /// PCID/flags ignored) as vCPU 0's, so that the kernel's address space is built on it
+    /// instead of on a scan. Paging mode and KPTI are then decided as for any image.
+    pub fn with_cr3(mut self, cr3: u64) -> RawMemory {
+        self.vcpus = vec![VcpuState {
+            id: 0,
+            cr3: Some(cr3),
+            root_table_pfn: Some((cr3 & FRAME_MASK) >> PAGE_SHIFT),
+            ..VcpuState::default()
+        }];
+        self
     }
 }
 
@@ -71,6 +94,6 @@ impl PhysMemory for RawMemory {
         Box::new(self.pages.ranges())
     }
     fn vcpus(&self) -> &[VcpuState] {
-        &[]
+        &self.vcpus
     }
 }

@@ -2,10 +2,10 @@
 //! LA57).
 
 use super::{
-    AddressSpace, CR4_LA57, EFER_LMA, ENTRIES, KernelRoot, ModeSource, NO_EXECUTE, PRESENT, PagingError, PagingMode,
-    describe_vcpus, entry,
+    AddressSpace, CR4_LA57, EFER_LMA, ENTRIES, KernelRoot, ModeSource, NO_EXECUTE, PAGE_SIZE_BIT, PRESENT, PagingError,
+    PagingMode, describe_vcpus, entry,
 };
-use crate::source::memory::{FrameSpace, GuestKind, PhysMemory, VcpuState};
+use crate::source::memory::{FRAME_MASK, FrameSpace, GuestKind, ImageFormat, PAGE_SHIFT, PhysMemory, VcpuState};
 
 /// Chooses the vCPU, paging mode and kernel top-level table of `mem`.
 ///
@@ -24,8 +24,13 @@ use crate::source::memory::{FrameSpace, GuestKind, PhysMemory, VcpuState};
 /// twin's kernel half has more present entries. Xen PV needs none of this: its vCPU context
 /// names the kernel table (`ctrlreg[3]`) and the user table (`ctrlreg[1]`) separately, and
 /// Linux disables PTI under Xen PV.
+///
+/// A raw image records no vCPU at all: the root is then found by [`scan_kernel_root`].
 pub fn detect_kernel_root(mem: &dyn PhysMemory) -> Result<KernelRoot, PagingError> {
     let path = || mem.path().to_path_buf();
+    if mem.vcpus().is_empty() && mem.format() == ImageFormat::Raw {
+        return scan_kernel_root(mem);
+    }
     let (vcpu, saved) = mem
         .vcpus()
         .iter()
@@ -60,7 +65,73 @@ pub fn detect_kernel_root(mem: &dyn PhysMemory) -> Result<KernelRoot, PagingErro
         mode,
         mode_source,
         kpti_user_root: twin.is_some(),
+        scanned: false,
     })
+}
+
+/// Candidate tables the scan verifies at most (each costs a direct-map probe).
+const SCAN_MAX_VERIFIED: usize = 64;
+
+/// Finds the kernel's top-level page table in an image that records no CR3.
+///
+/// Every x86-64 Linux top-level table (`init_top_pgt`/`swapper_pg_dir`, and every process's
+/// PGD, which shares its kernel half) has entry 511 present (the kernel image and modules at
+/// 0xffffffff80000000 in 4-level paging, 0xff80000000000000 and up in 5-level), several
+/// present kernel-half entries (direct map, vmalloc, vmemmap, cpu_entry_area) pointing at
+/// frames of the image, zero for every absent entry (`pgd_clear`), and no PS bit (reserved at
+/// the top level). Pages passing that cheap filter are verified, those with an empty user
+/// half first (the kernel's own table), by [`AddressSpace::find_direct_map`] under 4-level
+/// then 5-level paging: the first that verifies is the root, and its mode is the one that
+/// verified. A KPTI user PGD maps only the entry trampolines in its kernel half and fails
+/// the probe, so it is never chosen.
+fn scan_kernel_root(mem: &dyn PhysMemory) -> Result<KernelRoot, PagingError> {
+    let in_image = |e: u64| mem.page((e & FRAME_MASK) >> PAGE_SHIFT).is_some();
+    let plausible = |e: u64| e == 0 || (e & PRESENT != 0 && e & PAGE_SIZE_BIT == 0 && in_image(e));
+    let half = ENTRIES / 2;
+    let mut kernel_only = Vec::new();
+    let mut with_user = Vec::new();
+    for range in mem.present_ranges() {
+        for pfn in range {
+            let Some(table) = mem.page(pfn) else {
+                continue;
+            };
+            let top = entry(table, ENTRIES - 1);
+            if top & PRESENT == 0 || !plausible(top) {
+                continue;
+            }
+            let kernel_present = (half..ENTRIES).filter(|&i| entry(table, i) & PRESENT != 0).count();
+            if kernel_present < 3 || !(0..ENTRIES).all(|i| plausible(entry(table, i))) {
+                continue;
+            }
+            if (0..half).all(|i| entry(table, i) == 0) {
+                kernel_only.push(pfn);
+            } else {
+                with_user.push(pfn);
+            }
+        }
+    }
+    let candidates = kernel_only.len() + with_user.len();
+    kernel_only
+        .into_iter()
+        .chain(with_user)
+        .take(SCAN_MAX_VERIFIED)
+        .find_map(|pfn| {
+            [PagingMode::Level4, PagingMode::Level5]
+                .into_iter()
+                .find(|&m| AddressSpace::new(mem, pfn, m).find_direct_map().is_ok())
+                .map(|mode| KernelRoot {
+                    vcpu: 0,
+                    root_pfn: pfn,
+                    mode,
+                    mode_source: ModeSource::DirectMapProbe,
+                    kpti_user_root: false,
+                    scanned: true,
+                })
+        })
+        .ok_or_else(|| PagingError::NoKernelTable {
+            path: mem.path().to_path_buf(),
+            candidates,
+        })
 }
 
 /// The kernel PGD of a KPTI pair whose user PGD is `pfn`; see [`detect_kernel_root`].

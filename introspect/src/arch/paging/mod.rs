@@ -195,6 +195,9 @@ pub struct KernelRoot {
     pub mode_source: ModeSource,
     /// CR3 held a Linux KPTI user PGD (bit 12 set); `root_pfn` is its kernel twin.
     pub kpti_user_root: bool,
+    /// No vCPU state recorded a root (a raw image): the table was found by scanning the
+    /// image for a kernel top-level table, and `vcpu` means nothing.
+    pub scanned: bool,
 }
 
 /// The kernel's linear map of all physical memory (`page_offset_base`), as found and checked.
@@ -243,6 +246,14 @@ pub enum PagingError {
         path.display()
     )]
     NoPagingVcpu { path: PathBuf, recorded: String },
+    #[error(
+        "{}: no kernel page table found: the image records no vCPU state (CR3), and none of the \
+         {candidates} page(s) that look like an x86-64 kernel top-level table maps a linear map of \
+         physical memory; give the guest's CR3 (dormouse: --cr3 ADDR), or check that the image is \
+         the guest's physical memory from address 0",
+        path.display()
+    )]
+    NoKernelTable { path: PathBuf, candidates: usize },
     #[error(
         "{}: vCPU {vcpu} is not in long mode (EFER {efer:#x}, LMA clear); only x86-64 guests are supported",
         path.display()
