@@ -62,6 +62,9 @@ enum Command {
     Ps {
         #[command(flatten)]
         image: ImageArgs,
+        /// Print JSON (`dormouse.ps/1`, docs/schemas/ps.schema.json).
+        #[arg(long)]
+        json: bool,
     },
     /// One file of the guest's /proc as the guest kernel would print it (e.g. /proc/filesystems,
     /// /proc/sys/kernel/osrelease, /proc/1/stat); a directory lists its entries.
@@ -70,6 +73,10 @@ enum Command {
         image: ImageArgs,
         /// Path in the guest's /proc, with or without the leading /proc.
         path: String,
+        /// Print JSON (`dormouse.proc/1`: a file's text, or base64 when not UTF-8; a
+        /// directory's entries; a symlink's target).
+        #[arg(long)]
+        json: bool,
     },
     /// Mount the guest's /proc (read-only FUSE) at MOUNTPOINT and serve it in the foreground
     /// until SIGINT/SIGTERM; the mount goes away with this process.
@@ -100,6 +107,9 @@ enum Command {
     Keygen {
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+        /// Print the paths and key id as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Look into and check bundles made by `emulate --out`.
     #[command(subcommand)]
@@ -128,6 +138,9 @@ enum Command {
         /// All fields, as `uname -a` prints them.
         #[arg(short = 'a', long)]
         all: bool,
+        /// Print every utsname field as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -196,14 +209,14 @@ fn error_chain(e: &anyhow::Error) -> String {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Disk { path, json } => cli::disk::disk(&path, json),
-        Command::Keygen { out } => cli::bundle::keygen(&out),
+        Command::Keygen { out, json } => cli::bundle::keygen(&out, json),
         Command::Bundle(command) => cli::bundle::bundle(command),
         Command::Inspect { image, json } => cli::inspect::inspect(&image, json),
         Command::Isf(args) => cli::isf::isf(&args),
-        Command::Ps { image } => cli::inspect::ps(&image),
-        Command::Proc { image, path } => cli::inspect::proc(&image, &path),
+        Command::Ps { image, json } => cli::inspect::ps(&image, json),
+        Command::Proc { image, path, json } => cli::inspect::proc(&image, &path, json),
         Command::Shadowfs { image, mountpoint } => cli::inspect::shadowfs(&image, &mountpoint),
-        Command::Uname { image, all } => cli::inspect::uname(&image, all),
+        Command::Uname { image, all, json } => cli::inspect::uname(&image, all, json),
         Command::Emulate(_) => unreachable!("dispatched in main"),
         Command::Cleanup { state_dir, json } => cli::emulate::cleanup(&state_dir, json),
         Command::Check(args) => cli::check::check(args),

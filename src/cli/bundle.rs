@@ -24,12 +24,24 @@ pub(crate) enum BundleCommand {
         /// The signer's public key (`dormouse keygen`'s PREFIX.pub).
         #[arg(long, value_name = "PUB")]
         key: PathBuf,
+        /// Print what was checked as JSON (a bad bundle is an error, exit status 1).
+        #[arg(long)]
+        json: bool,
     },
 }
 
-pub(crate) fn keygen(prefix: &Path) -> Result<()> {
+pub(crate) fn keygen(prefix: &Path, json: bool) -> Result<()> {
     let key = applier::pack::generate_key()?;
     let (secret, public) = applier::pack::write_key_pair(&key, prefix)?;
+    if json {
+        let json = serde_json::json!({
+            "secret_key": secret,
+            "public_key": public,
+            "key_id": key.public().key_id_hex(),
+        });
+        writeln!(Stdout::lock(), "{}", serde_json::to_string_pretty(&json)?)?;
+        return Ok(());
+    }
     writeln!(
         Stdout::lock(),
         "secret key {} (keep it in dom0), public key {} (id {})",
@@ -53,12 +65,24 @@ pub(crate) fn bundle(command: BundleCommand) -> Result<()> {
             }
             Ok(())
         }
-        BundleCommand::Verify { bundle, key } => {
+        BundleCommand::Verify { bundle, key, json } => {
             let public = bundle::sign::PublicKey::read(&key)?;
             let sig_path = bundle::sign::signature_path(&bundle);
             let signature = bundle::sign::read_signature(&sig_path)?;
             let trusted = public.verify_file(&bundle, &signature, &sig_path)?;
             let stats = bundle::read::Bundle::open(&bundle)?.verify_payload()?;
+            if json {
+                let json = serde_json::json!({
+                    "bundle": bundle,
+                    "signature": sig_path,
+                    "key_id": public.key_id_hex(),
+                    "trusted_comment": trusted,
+                    "members": stats.members,
+                    "bytes": stats.bytes,
+                });
+                writeln!(Stdout::lock(), "{}", serde_json::to_string_pretty(&json)?)?;
+                return Ok(());
+            }
             writeln!(
                 Stdout::lock(),
                 "{}: signature by key {} good ({trusted}); {} members, {} bytes match the manifest",

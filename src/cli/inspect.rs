@@ -22,14 +22,84 @@ pub(crate) fn inspect(image: &ImageArgs, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn ps(image: &ImageArgs) -> Result<()> {
-    Ok(print_ps(&mut Stdout::lock(), &snapshot(image)?)?)
+pub(crate) fn ps(image: &ImageArgs, json: bool) -> Result<()> {
+    let snapshot = snapshot(image)?;
+    let mut out = Stdout::lock();
+    if json {
+        let processes: Vec<_> = snapshot
+            .tasks
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "pid": t.pid,
+                    "tgid": t.tgid,
+                    "ppid": t.ppid,
+                    "uid": t.uid,
+                    "gid": t.gid,
+                    "state": t.state.to_string(),
+                    "comm": t.comm,
+                    "kernel_thread": t.kernel_thread,
+                    "cmdline": t.cmdline,
+                    "command": ps_command(t),
+                    "threads": t.threads.len(),
+                })
+            })
+            .collect();
+        let json = serde_json::json!({
+            "schema": "dormouse.ps/1",
+            "image": snapshot.source.path,
+            "processes": processes,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+        return Ok(());
+    }
+    Ok(print_ps(&mut out, &snapshot)?)
 }
 
-pub(crate) fn proc(image: &ImageArgs, path: &str) -> Result<()> {
+pub(crate) fn proc(image: &ImageArgs, path: &str, json: bool) -> Result<()> {
     let tree = shadowfs::ProcTree::new(snapshot(image)?);
     let mut out = Stdout::lock();
-    match tree.render(path)? {
+    let rendered = tree.render(path)?;
+    if json {
+        let mut json = serde_json::json!({
+            "schema": "dormouse.proc/1",
+            "path": format!("/proc/{}", shadowfs::normalize(path)).trim_end_matches('/'),
+        });
+        match rendered {
+            shadowfs::Rendered::File(bytes) => {
+                json["kind"] = "file".into();
+                // Text when it is UTF-8 (nearly every /proc file), else the bytes in base64.
+                match String::from_utf8(bytes) {
+                    Ok(text) => json["text"] = text.into(),
+                    Err(e) => {
+                        use base64::Engine;
+                        json["base64"] = base64::engine::general_purpose::STANDARD.encode(e.as_bytes()).into();
+                    }
+                }
+            }
+            shadowfs::Rendered::Dir(entries) => {
+                json["kind"] = "dir".into();
+                json["entries"] = entries
+                    .iter()
+                    .map(|e| {
+                        let kind = match e.kind {
+                            shadowfs::Kind::File => "file",
+                            shadowfs::Kind::Dir => "dir",
+                            shadowfs::Kind::Symlink => "symlink",
+                        };
+                        serde_json::json!({"name": e.name, "kind": kind})
+                    })
+                    .collect();
+            }
+            shadowfs::Rendered::Symlink(target) => {
+                json["kind"] = "symlink".into();
+                json["target"] = target.into();
+            }
+        }
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+        return Ok(());
+    }
+    match rendered {
         shadowfs::Rendered::File(bytes) => out.write_all(&bytes)?,
         shadowfs::Rendered::Dir(entries) => {
             for e in entries {
@@ -47,10 +117,21 @@ pub(crate) fn shadowfs(image: &ImageArgs, mountpoint: &Path) -> Result<()> {
     Ok(())
 }
 
-pub(crate) fn uname(image: &ImageArgs, all: bool) -> Result<()> {
+pub(crate) fn uname(image: &ImageArgs, all: bool, json: bool) -> Result<()> {
     let u = snapshot(image)?.uts;
     let mut out = Stdout::lock();
-    if all {
+    if json {
+        let json = serde_json::json!({
+            "schema": "dormouse.uname/1",
+            "sysname": u.sysname,
+            "nodename": u.nodename,
+            "release": u.release,
+            "version": u.version,
+            "machine": u.machine,
+            "domainname": u.domainname,
+        });
+        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+    } else if all {
         writeln!(
             out,
             "{} {} {} {} {} GNU/Linux",
@@ -149,20 +230,30 @@ pub(crate) fn print_summary(out: &mut impl Write, s: &GuestSnapshot) -> std::io:
 pub(crate) fn print_ps(out: &mut impl Write, s: &GuestSnapshot) -> std::io::Result<()> {
     writeln!(out, "{:>7} {:>7} {:>6} {:>6} STAT COMMAND", "PID", "PPID", "UID", "GID")?;
     for t in &s.tasks {
-        let command = match &t.cmdline {
-            // Like procps: control characters in guest-written arguments print as '?'.
-            Some(args) if !args.is_empty() => args
-                .join(" ")
-                .chars()
-                .map(|c| if c.is_control() { '?' } else { c })
-                .collect(),
-            _ => format!("[{}]", t.comm),
-        };
         writeln!(
             out,
-            "{:>7} {:>7} {:>6} {:>6} {:<4} {command}",
-            t.pid, t.ppid, t.uid, t.gid, t.state
+            "{:>7} {:>7} {:>6} {:>6} {:<4} {}",
+            t.pid,
+            t.ppid,
+            t.uid,
+            t.gid,
+            t.state,
+            ps_command(t)
         )?;
     }
     Ok(())
+}
+
+/// The COMMAND column: the arguments, or `[comm]` when there are none (kernel threads,
+/// argument pages not in the image).
+fn ps_command(t: &introspect::linux::Task) -> String {
+    match &t.cmdline {
+        // Like procps: control characters in guest-written arguments print as '?'.
+        Some(args) if !args.is_empty() => args
+            .join(" ")
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect(),
+        _ => format!("[{}]", t.comm),
+    }
 }
