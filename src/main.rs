@@ -14,7 +14,9 @@ use cli::isolate::{IsolateArgs, ReleaseArgs};
 use cli::restore::{DeliverArgs, PendArgs, RestoreArgs};
 
 mod cli;
+mod exit;
 mod output;
+mod privilege;
 mod progress;
 
 #[derive(Parser)]
@@ -151,25 +153,32 @@ fn main() -> ExitCode {
         let spec = args.next().map(PathBuf::from).unwrap_or_default();
         emulator::sandbox::init_main(&spec);
     }
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // As clap's own `exit()`, with the status from exit.rs.
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { exit::SUCCESS });
+        }
+    };
     init_log(cli.verbose);
     progress::set_quiet(cli.quiet);
     if let Command::Emulate(args) = cli.command {
         return match cli::emulate::emulate(*args) {
-            Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
+            Ok(code) => ExitCode::from(code),
             Err(e) => {
                 eprintln!("dormouse: {}", error_chain(&e));
-                ExitCode::from(125)
+                ExitCode::from(exit::EMULATE_FAILED)
             }
         };
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit::SUCCESS),
         // Quietly and successfully, as ripgrep: the reader (`| head`) has all it wanted.
-        Err(e) if output::reader_gone(&e) => ExitCode::SUCCESS,
+        Err(e) if output::reader_gone(&e) => ExitCode::from(exit::SUCCESS),
         Err(e) => {
             eprintln!("dormouse: {}", error_chain(&e));
-            ExitCode::FAILURE
+            ExitCode::from(exit::FAILURE)
         }
     }
 }

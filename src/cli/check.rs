@@ -83,6 +83,12 @@ pub(crate) fn check(args: CheckArgs) -> Result<()> {
         }],
         (None, None, None) => bail!("name the guest's disk with --disk (or a tree with --root, or VMs with --batch)"),
     };
+    if targets
+        .iter()
+        .any(|t| matches!(t.tree, checker::tree::TreeSource::Disk { .. }))
+    {
+        crate::privilege::require_root(crate::privilege::DISKS)?;
+    }
     let source = match (args.refresh, args.repo_metadata) {
         (true, _) => checker::IndexSource::Refresh,
         (false, Some(dir)) => checker::IndexSource::Dir(dir),

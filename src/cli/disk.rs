@@ -9,6 +9,7 @@ use super::tempfile_dir;
 use crate::output::Stdout;
 
 pub(crate) fn disk(path: &std::path::Path, json: bool) -> Result<()> {
+    crate::privilege::require_root(crate::privilege::DISKS)?;
     let disk = GuestDisk::open(path)?;
     let scratch = tempfile_dir()?;
     let root = disk.find_root(scratch.path())?;

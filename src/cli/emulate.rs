@@ -108,8 +108,12 @@ pub(crate) struct EmulateArgs {
     command: Vec<String>,
 }
 
-/// `dormouse emulate`: returns the command's exit status.
-pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
+/// `dormouse emulate`: returns the command's exit status, or one of dormouse's (exit.rs).
+pub(crate) fn emulate(args: EmulateArgs) -> Result<u8> {
+    crate::privilege::require_root(
+        "it mounts the guest's disks read-only through loop devices, builds overlays over them and \
+         runs the command in new namespaces and a cgroup",
+    )?;
     // Before any thread exists: every mount of the run lives in a namespace that dies with us.
     emulator::run::enter_private_mount_namespace()?;
     emulator::run::catch_termination_signals()?;
@@ -273,12 +277,16 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<i32> {
             "dormouse: the command exceeded --timeout {} s and was killed",
             args.timeout.0.unwrap_or_default()
         );
-        return Ok(124);
+        return Ok(crate::exit::EMULATE_TIMED_OUT);
     }
     for event in &report.run.limit_events {
         eprintln!("dormouse: limit reached: {event}");
     }
-    Ok(report.run.exit_code.unwrap_or(125))
+    Ok(report
+        .run
+        .exit_code
+        .and_then(|code| u8::try_from(code).ok())
+        .unwrap_or(crate::exit::EMULATE_FAILED))
 }
 
 /// The disks the save image's xl config names, when they exist on this host.

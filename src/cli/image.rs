@@ -86,7 +86,10 @@ impl ImageArgs {
 
     pub(crate) fn open(&self) -> Result<Box<dyn introspect::PhysMemory>> {
         match self.domain() {
-            Some(domid) => open_domain(domid),
+            Some(domid) => {
+                crate::privilege::require_root("it maps a live domain's memory through Xen's privcmd driver")?;
+                open_domain(domid)
+            }
             None if self.format == MemoryFormat::Raw => {
                 let raw = introspect::RawMemory::open(&self.image)?;
                 Ok(Box::new(match self.cr3 {
@@ -154,6 +157,7 @@ pub(crate) fn profile_files(
 ) -> Result<ProfileFiles> {
     let mut files = ProfileFiles::default();
     if !disks.is_empty() {
+        crate::privilege::require_root(crate::privilege::DISKS)?;
         let release = introspect::linux::kernel_release(mem)
             .with_context(|| format!("{}: no kernel release in memory to pick /boot files by", args.source()))?;
         let scratch = tempfile_dir()?;

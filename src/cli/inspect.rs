@@ -112,6 +112,7 @@ pub(crate) fn proc(image: &ImageArgs, path: &str, json: bool) -> Result<()> {
 }
 
 pub(crate) fn shadowfs(image: &ImageArgs, mountpoint: &Path) -> Result<()> {
+    crate::privilege::require_root("it mounts a FUSE filesystem that every user may read (allow_other)")?;
     let tree = shadowfs::ProcTree::new(snapshot_shown(image, &mut Steps::new(false))?);
     shadowfs::serve(tree, mountpoint)?;
     Ok(())

@@ -60,6 +60,7 @@ pub(crate) fn target_vifs(domain: Option<u32>, vifs: Vec<String>) -> Result<Vec<
 }
 
 pub(crate) fn isolate(args: IsolateArgs) -> Result<()> {
+    crate::privilege::require_root(crate::privilege::NFTABLES)?;
     let mut out = Stdout::lock();
     if args.list {
         let isolated = applier::isolate::list()?;
@@ -111,6 +112,7 @@ pub(crate) fn isolate(args: IsolateArgs) -> Result<()> {
 }
 
 pub(crate) fn release(args: ReleaseArgs) -> Result<()> {
+    crate::privilege::require_root(crate::privilege::NFTABLES)?;
     let report = if args.all {
         applier::isolate::Released {
             released: applier::isolate::release_all()?,

@@ -238,6 +238,9 @@ pub(crate) fn report_delivery(
 }
 
 pub(crate) fn restore(args: RestoreArgs) -> Result<()> {
+    crate::privilege::require_root(
+        "it restores the domain with the toolstack (xl, xenstore) and isolates its vifs with nftables",
+    )?;
     let options = restore_options(&args.image, &args.channel, args.agent, args.timeout)?;
     let toolstack = args.channel.toolstack();
     let mut steps = Steps::new(args.json);
@@ -253,6 +256,9 @@ pub(crate) fn restore(args: RestoreArgs) -> Result<()> {
 }
 
 pub(crate) fn pend(args: PendArgs) -> Result<()> {
+    if args.channel.toolstack.is_none() {
+        crate::privilege::require_root("it writes the pending key to xenstore")?;
+    }
     // The timeout only matters to `deliver`, which takes its own.
     let options = restore_options(&args.image, &args.channel, args.agent, 0)?;
     let key = applier::restore::pend(args.channel.toolstack().as_ref(), &options)?;
@@ -280,6 +286,7 @@ pub(crate) fn pend(args: PendArgs) -> Result<()> {
 }
 
 pub(crate) fn deliver(args: DeliverArgs) -> Result<()> {
+    crate::privilege::require_root("it isolates the domain's vifs with nftables until the agent has applied")?;
     let options = args.channel.delivery(args.agent, args.timeout)?;
     let toolstack = args.channel.toolstack();
     let mut steps = Steps::new(args.json);
