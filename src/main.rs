@@ -15,6 +15,8 @@ use cli::restore::{DeliverArgs, PendArgs, RestoreArgs};
 
 mod cli;
 mod exit;
+#[cfg(test)]
+mod json_schemas;
 mod output;
 mod privilege;
 mod progress;

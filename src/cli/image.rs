@@ -85,6 +85,9 @@ impl ImageArgs {
     }
 
     pub(crate) fn open(&self) -> Result<Box<dyn introspect::PhysMemory>> {
+        if !self.disks.is_empty() {
+            crate::privilege::require_root(crate::privilege::DISKS)?;
+        }
         match self.domain() {
             Some(domid) => {
                 crate::privilege::require_root("it maps a live domain's memory through Xen's privcmd driver")?;
@@ -157,7 +160,6 @@ pub(crate) fn profile_files(
 ) -> Result<ProfileFiles> {
     let mut files = ProfileFiles::default();
     if !disks.is_empty() {
-        crate::privilege::require_root(crate::privilege::DISKS)?;
         let release = introspect::linux::kernel_release(mem)
             .with_context(|| format!("{}: no kernel release in memory to pick /boot files by", args.source()))?;
         let scratch = tempfile_dir()?;

@@ -185,6 +185,7 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
     let show = dormouse(&["bundle", "show", "--json", &path("b.dmb")]);
     assert!(show.status.success(), "{}", text(&show));
     let summary: Value = serde_json::from_slice(&show.stdout).unwrap();
+    crate::schemas::assert_valid("bundle-show", &summary);
     let installed = summary["packages_installed"].to_string();
     assert!(installed.contains(&format!("nginx {nginx_version}")), "{installed}");
 

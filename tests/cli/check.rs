@@ -84,6 +84,7 @@ fn dormouse_upgradable(disk: &Path, db: &Path, extra: &[&str]) -> (BTreeSet<Row>
         String::from_utf8_lossy(&out.stderr)
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::schemas::assert_valid("check", &json);
     let rows = json["report"]["upgrades"]
         .as_array()
         .unwrap()
@@ -214,7 +215,9 @@ fn check_since_and_batch_share_one_database() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap()
+        let json = serde_json::from_slice(&out.stdout).unwrap();
+        crate::schemas::assert_valid("check", &json);
+        json
     };
     // Stale lists first, then fresh ones: the security update appears as new.
     let first = run(&[]);

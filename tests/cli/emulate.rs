@@ -23,6 +23,9 @@ pub(crate) fn emulate(args: &[&str], state: &Path) -> (Option<Value>, Output) {
         .output()
         .expect("running dormouse emulate");
     let report = serde_json::from_slice(&output.stdout).ok();
+    if let Some(report) = &report {
+        crate::schemas::assert_valid("emulate", report);
+    }
     (report, output)
 }
 

@@ -60,7 +60,9 @@ fn inspect_json_disks(save: &Path, disks: &[&Path]) -> (serde_json::Value, Strin
     let out = inspect.arg("--json").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "dormouse inspect failed: {stderr}");
-    (serde_json::from_slice(&out.stdout).unwrap(), stderr)
+    let snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    crate::schemas::assert_valid("inspect", &snapshot);
+    (snapshot, stderr)
 }
 
 #[test]
@@ -192,4 +194,123 @@ fn commands_end_quietly_when_their_reader_goes_away() {
         assert!(out.status.success(), "dormouse {args:?}: {:?}: {stderr}", out.status);
         assert!(stderr.is_empty(), "dormouse {args:?}: {stderr}");
     }
+}
+
+/// `ELF` (a QEMU dump: PT_LOAD segments by physical address) as a flat raw image in `raw`:
+/// each segment at its physical address in a sparse file, up to the end of the RAM that is
+/// contiguous from address 0 (QEMU adds the BIOS ROM just below 4 GiB, which a raw dump of
+/// RAM does not have).
+fn raw_from_elf(elf: &Path, raw: &Path) {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::File::open(elf).unwrap();
+    let mut header = [0u8; 64];
+    f.read_exact(&mut header).unwrap();
+    assert_eq!(&header[..4], b"\x7fELF");
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes(b[o..o + 2].try_into().unwrap()) as u64;
+    let u32_at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(&header, 32), u16_at(&header, 54), u16_at(&header, 56));
+    let mut segments = Vec::new();
+    for i in 0..phnum {
+        let mut ph = vec![0u8; phentsize as usize];
+        f.seek(SeekFrom::Start(phoff + i * phentsize)).unwrap();
+        f.read_exact(&mut ph).unwrap();
+        if u32_at(&ph, 0) == 1 {
+            // PT_LOAD: p_offset, p_paddr, p_filesz
+            segments.push((u64_at(&ph, 24), u64_at(&ph, 8), u64_at(&ph, 32)));
+        }
+    }
+    segments.sort();
+    let mut out = std::fs::File::create(raw).unwrap();
+    let mut end = 0;
+    for (paddr, offset, size) in segments {
+        if paddr > end {
+            break;
+        }
+        f.seek(SeekFrom::Start(offset)).unwrap();
+        out.seek(SeekFrom::Start(paddr)).unwrap();
+        let copied = std::io::copy(&mut (&mut f).take(size), &mut out).unwrap();
+        assert_eq!(copied, size);
+        end = end.max(paddr + size);
+    }
+    out.set_len(end).unwrap();
+    out.flush().unwrap();
+}
+
+fn dormouse_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(dormouse_bin()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "dormouse {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A raw image of the same memory gives the same processes as the ELF core, its kernel's page
+/// table found by a scan or given with --cr3; without --format raw the error says how.
+fn raw_image_matches_its_elf(elf: &Path) {
+    use std::ffi::OsStr;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("memory.raw");
+    raw_from_elf(elf, &raw);
+    let elf_ps = dormouse_json(&[OsStr::new("ps"), elf.as_os_str(), OsStr::new("--json")]);
+    let elf_snapshot = dormouse_json(&[OsStr::new("inspect"), elf.as_os_str(), OsStr::new("--json")]);
+    let scanned = dormouse_json(&[
+        OsStr::new("inspect"),
+        OsStr::new("--format"),
+        OsStr::new("raw"),
+        raw.as_os_str(),
+        OsStr::new("--json"),
+    ]);
+    assert_eq!(scanned["source"]["format"], "raw");
+    assert_eq!(scanned["tasks"], elf_snapshot["tasks"], "{}", elf.display());
+    assert_eq!(scanned["uts"], elf_snapshot["uts"]);
+    assert_eq!(
+        scanned["kernel"]["kaslr_offset"],
+        elf_snapshot["kernel"]["kaslr_offset"]
+    );
+    let cr3 = format!("{:#x}", elf_snapshot["kernel"]["page_table_root"].as_u64().unwrap());
+    let given = dormouse_json(&[
+        OsStr::new("ps"),
+        raw.as_os_str(),
+        OsStr::new("--format"),
+        OsStr::new("raw"),
+        OsStr::new("--cr3"),
+        OsStr::new(&cr3),
+        OsStr::new("--json"),
+    ]);
+    assert_eq!(given["processes"], elf_ps["processes"]);
+    let auto = Command::new(dormouse_bin()).arg("ps").arg(&raw).output().unwrap();
+    let stderr = String::from_utf8_lossy(&auto.stderr);
+    assert_eq!(auto.status.code(), Some(1));
+    assert!(stderr.contains("--format raw"), "{stderr}");
+    let wrong_cr3 = Command::new(dormouse_bin())
+        .args(["ps", "--format", "raw", "--cr3", "0x1000"])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert_eq!(
+        wrong_cr3.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&wrong_cr3.stderr)
+    );
+}
+
+#[test]
+fn raw_memory_image_of_the_test_bed_dump_gives_its_processes() {
+    let Some(tb) = dormouse_tests::testbed("raw_memory_image_of_the_test_bed_dump_gives_its_processes") else {
+        return;
+    };
+    raw_image_matches_its_elf(&tb.memdump.dir.join("dump.elf"));
+}
+
+#[test]
+fn raw_memory_images_of_the_qemu_fixtures_give_their_processes() {
+    let Some(fx) = xen_fixtures("raw_memory_images_of_the_qemu_fixtures_give_their_processes") else {
+        return;
+    };
+    raw_image_matches_its_elf(&decompressed(&fx, "qemu-6.1-4level/dump.elf"));
+    raw_image_matches_its_elf(&decompressed(&fx, "qemu-6.1-la57/dump.elf"));
 }

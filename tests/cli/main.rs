@@ -12,9 +12,11 @@ mod emulate;
 mod inspect;
 mod isf;
 mod isolate;
+mod polite;
 mod restore;
 mod rpm;
 mod sbom;
+mod schemas;
 mod shadowfs;
 mod truth;
 

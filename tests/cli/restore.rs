@@ -228,6 +228,7 @@ esac
         let dump = tb.memdump.dir.join("dump.elf");
         let out = self.restore_image(&["--disk", tb.disks.guest.path.to_str().unwrap()], &dump, bundle);
         let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}", text(&out)));
+        crate::schemas::assert_valid("restore", &json);
         (out, json)
     }
 
@@ -278,6 +279,7 @@ esac
             ],
         );
         let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}", text(&out)));
+        crate::schemas::assert_valid("deliver", &json);
         (out, json)
     }
 

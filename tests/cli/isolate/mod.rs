@@ -122,11 +122,9 @@ impl Lab {
 
     pub(crate) fn isolated(&self, ns: &str) -> Vec<Value> {
         let json = self.dormouse_ok(ns, &["isolate", "--list", "--json"]);
-        serde_json::from_str::<Value>(&json)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .clone()
+        let json = serde_json::from_str::<Value>(&json).unwrap();
+        crate::schemas::assert_valid("isolate", &json);
+        json.as_array().unwrap().clone()
     }
 }
 
