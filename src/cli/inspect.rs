@@ -7,7 +7,7 @@ use anyhow::Result;
 use introspect::linux::GuestSnapshot;
 use introspect::octal_escape::escape;
 
-use super::image::{ImageArgs, snapshot, snapshot_shown};
+use super::image::{ImageArgs, snapshot_shown};
 use crate::output::Stdout;
 use crate::progress::Steps;
 
@@ -23,7 +23,7 @@ pub(crate) fn inspect(image: &ImageArgs, json: bool) -> Result<()> {
 }
 
 pub(crate) fn ps(image: &ImageArgs, json: bool) -> Result<()> {
-    let snapshot = snapshot(image)?;
+    let snapshot = snapshot_shown(image, &mut Steps::new(json))?;
     let mut out = Stdout::lock();
     if json {
         let processes: Vec<_> = snapshot
@@ -57,7 +57,7 @@ pub(crate) fn ps(image: &ImageArgs, json: bool) -> Result<()> {
 }
 
 pub(crate) fn proc(image: &ImageArgs, path: &str, json: bool) -> Result<()> {
-    let tree = shadowfs::ProcTree::new(snapshot(image)?);
+    let tree = shadowfs::ProcTree::new(snapshot_shown(image, &mut Steps::new(json))?);
     let mut out = Stdout::lock();
     let rendered = tree.render(path)?;
     if json {
@@ -119,7 +119,7 @@ pub(crate) fn shadowfs(image: &ImageArgs, mountpoint: &Path) -> Result<()> {
 }
 
 pub(crate) fn uname(image: &ImageArgs, all: bool, json: bool) -> Result<()> {
-    let u = snapshot(image)?.uts;
+    let u = snapshot_shown(image, &mut Steps::new(json))?.uts;
     let mut out = Stdout::lock();
     if json {
         let json = serde_json::json!({
