@@ -56,11 +56,43 @@ impl Served {
             // 2-core machine that took over 10 s once.
             assert!(
                 start.elapsed() < Duration::from_secs(60),
-                "stale mount at {}",
-                self.path().display()
+                "stale mount at {} 60 s after the server died; fusermount3 processes: {}",
+                self.path().display(),
+                fusermount_processes()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+/// Each fusermount3 process with its state and wait channel: the auto-unmount helper that
+/// should have noticed the server's death, for the message of a stale mount.
+fn fusermount_processes() -> String {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = entry.path();
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
+        if !String::from_utf8_lossy(&cmdline).contains("fusermount") {
+            continue;
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        let state = read("status")
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or("")
+            .to_owned();
+        let fds = std::fs::read_dir(dir.join("fd")).map_or(0, |d| d.count());
+        found.push(format!(
+            "{} [{}] {state} wchan={} fds={fds}",
+            entry.file_name().to_string_lossy(),
+            String::from_utf8_lossy(&cmdline).replace('\0', " ").trim(),
+            read("wchan")
+        ));
+    }
+    if found.is_empty() {
+        "none".to_owned()
+    } else {
+        found.join("; ")
     }
 }
 
