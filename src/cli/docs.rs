@@ -22,7 +22,7 @@ pub(crate) const SUBCOMMAND: &str = "generate-docs";
 
 /// `dormouse generate-docs`'s own arguments.
 #[derive(Parser)]
-#[command(name = "dormouse generate-docs", about = "Write the man pages and shell completions")]
+#[command(name = "dormouse generate-docs", bin_name = "dormouse generate-docs", about = "Write the man pages and shell completions")]
 pub(crate) struct DocsArgs {
     /// Output directory (created): man/man1, man/man8, completions/{bash,zsh,fish}.
     #[arg(long, value_name = "DIR")]
