@@ -22,7 +22,11 @@ pub(crate) const SUBCOMMAND: &str = "generate-docs";
 
 /// `dormouse generate-docs`'s own arguments.
 #[derive(Parser)]
-#[command(name = "dormouse generate-docs", bin_name = "dormouse generate-docs", about = "Write the man pages and shell completions")]
+#[command(
+    name = "dormouse generate-docs",
+    bin_name = "dormouse generate-docs",
+    about = "Write the man pages and shell completions"
+)]
 pub(crate) struct DocsArgs {
     /// Output directory (created): man/man1, man/man8, completions/{bash,zsh,fish}.
     #[arg(long, value_name = "DIR")]
@@ -42,10 +46,16 @@ struct Page {
 }
 
 const OK: (&str, &str) = ("0", "Success.");
-const FAILED: (&str, &str) = ("1", "Failure; the message on standard error says what failed and what to do next.");
+const FAILED: (&str, &str) = (
+    "1",
+    "Failure; the message on standard error says what failed and what to do next.",
+);
 const USAGE: (&str, &str) = ("2", "Usage error: an unknown option, a missing or malformed argument.");
 /// Commands that print: a reader that goes away (`| head`) ends them quietly, as success.
-const PRINTS: (&str, &str) = ("0", "Success, also when the reader of standard output went away early (`| head`).");
+const PRINTS: (&str, &str) = (
+    "0",
+    "Success, also when the reader of standard output went away early (`| head`).",
+);
 const COMMON: &[(&str, &str)] = &[PRINTS, FAILED, USAGE];
 
 const DORMOUSE_PAGES: &[Page] = &[
@@ -55,19 +65,34 @@ const DORMOUSE_PAGES: &[Page] = &[
             PRINTS,
             FAILED,
             USAGE,
-            ("other", "dormouse emulate exits with the status of the command it ran; see dormouse-emulate(1)."),
+            (
+                "other",
+                "dormouse emulate exits with the status of the command it ran; see dormouse-emulate(1).",
+            ),
         ],
         examples: &[
-            ("What a suspended domU's kernel knew, from the file xl save wrote:", "dormouse inspect web1.save"),
-            ("Its update, run offline, packed into a signed bundle:", "dormouse emulate web1.save --out web1.dmb --sign-key dom0.key -- sh -c 'apt-get update && apt-get -y upgrade'"),
-            ("Restore it isolated, deliver the bundle to its agent, release it:", "dormouse restore web1.save --bundle web1.dmb --key dom0.pub"),
+            (
+                "What a suspended domU's kernel knew, from the file xl save wrote:",
+                "dormouse inspect web1.save",
+            ),
+            (
+                "Its update, run offline, packed into a signed bundle:",
+                "dormouse emulate web1.save --out web1.dmb --sign-key dom0.key -- sh -c 'apt-get update && apt-get -y upgrade'",
+            ),
+            (
+                "Restore it isolated, deliver the bundle to its agent, release it:",
+                "dormouse restore web1.save --bundle web1.dmb --key dom0.pub",
+            ),
         ],
     },
     Page {
         name: "dormouse-disk",
         exit: COMMON,
         examples: &[
-            ("Partitions, filesystems, the root and its fstab, without writing a byte:", "dormouse disk /srv/xen/web1-disk.img"),
+            (
+                "Partitions, filesystems, the root and its fstab, without writing a byte:",
+                "dormouse disk /srv/xen/web1-disk.img",
+            ),
             ("The same as JSON:", "dormouse disk /dev/vg0/web1-disk --json"),
         ],
     },
@@ -75,18 +100,33 @@ const DORMOUSE_PAGES: &[Page] = &[
         name: "dormouse-inspect",
         exit: COMMON,
         examples: &[
-            ("Kernel, KASLR, where symbols and types came from, mounts, interfaces:", "dormouse inspect web1.save"),
+            (
+                "Kernel, KASLR, where symbols and types came from, mounts, interfaces:",
+                "dormouse inspect web1.save",
+            ),
             ("The whole snapshot as JSON:", "dormouse inspect web1.save --json"),
-            ("Profile files from the guest's own /boot:", "dormouse inspect web1.save --disk /srv/xen/web1-disk.img"),
-            ("A live domain, paused while it is read (dormouse built with the xen feature):", "xl pause 7; dormouse inspect domain:7; xl unpause 7"),
+            (
+                "Profile files from the guest's own /boot:",
+                "dormouse inspect web1.save --disk /srv/xen/web1-disk.img",
+            ),
+            (
+                "A live domain, paused while it is read (dormouse built with the xen feature):",
+                "xl pause 7; dormouse inspect domain:7; xl unpause 7",
+            ),
         ],
     },
     Page {
         name: "dormouse-isf",
         exit: COMMON,
         examples: &[
-            ("A Volatility 3 profile from the guest's RAM alone:", "dormouse isf web1.save -o symbols/linux/web1.json.xz"),
-            ("Then, with Volatility 3 and an ELF core of that kernel:", "vol -s symbols -f web1.elf linux.pslist"),
+            (
+                "A Volatility 3 profile from the guest's RAM alone:",
+                "dormouse isf web1.save -o symbols/linux/web1.json.xz",
+            ),
+            (
+                "Then, with Volatility 3 and an ELF core of that kernel:",
+                "vol -s symbols -f web1.elf linux.pslist",
+            ),
         ],
     },
     Page {
@@ -98,7 +138,10 @@ const DORMOUSE_PAGES: &[Page] = &[
         name: "dormouse-proc",
         exit: COMMON,
         examples: &[
-            ("One file of the guest's /proc:", "dormouse proc web1.save /proc/sys/kernel/osrelease"),
+            (
+                "One file of the guest's /proc:",
+                "dormouse proc web1.save /proc/sys/kernel/osrelease",
+            ),
             ("A directory lists its entries:", "dormouse proc web1.save /proc/1"),
         ],
     },
@@ -121,28 +164,62 @@ const DORMOUSE_PAGES: &[Page] = &[
             ("N", "COMMAND's own exit status N; no bundle is written unless it is 0."),
             ("128+N", "COMMAND was killed by signal N."),
             ("124", "COMMAND exceeded --timeout and was killed."),
-            ("125", "dormouse failed: the disks, the snapshot, the sandbox's setup, the bundle (the message says which)."),
-            ("127", "COMMAND could not be executed in the guest's tree (not found, not executable)."),
-            ("2", "Also a usage error of dormouse itself, before anything ran (the message says so)."),
+            (
+                "125",
+                "dormouse failed: the disks, the snapshot, the sandbox's setup, the bundle (the message says which).",
+            ),
+            (
+                "127",
+                "COMMAND could not be executed in the guest's tree (not found, not executable).",
+            ),
+            (
+                "2",
+                "Also a usage error of dormouse itself, before anything ran (the message says so).",
+            ),
         ],
         examples: &[
-            ("The guest's own apt, in a sandbox over a copy-on-write overlay of its disks:", "dormouse emulate web1.save -- sh -c 'apt-get update && apt-get -y upgrade'"),
-            ("A stopped VM: no memory image, its /proc synthesized from the disk:", "dormouse emulate --disk web1.qcow2 -- apt-get -y upgrade"),
-            ("Packed and signed into a bundle for dormouse-agent:", "dormouse emulate web1.save --out web1.dmb --sign-key dom0.key -- sh -c 'apt-get update && apt-get -y upgrade'"),
+            (
+                "The guest's own apt, in a sandbox over a copy-on-write overlay of its disks:",
+                "dormouse emulate web1.save -- sh -c 'apt-get update && apt-get -y upgrade'",
+            ),
+            (
+                "A stopped VM: no memory image, its /proc synthesized from the disk:",
+                "dormouse emulate --disk web1.qcow2 -- apt-get -y upgrade",
+            ),
+            (
+                "Packed and signed into a bundle for dormouse-agent:",
+                "dormouse emulate web1.save --out web1.dmb --sign-key dom0.key -- sh -c 'apt-get update && apt-get -y upgrade'",
+            ),
         ],
     },
     Page {
         name: "dormouse-cleanup",
-        exit: &[OK, ("1", "Something could not be removed; each problem is listed above the error."), USAGE],
+        exit: &[
+            OK,
+            (
+                "1",
+                "Something could not be removed; each problem is listed above the error.",
+            ),
+            USAGE,
+        ],
         examples: &[("After a crashed emulation:", "dormouse cleanup")],
     },
     Page {
         name: "dormouse-check",
         exit: COMMON,
         examples: &[
-            ("What is outdated on a dormant VM, with fresh indices from its repositories:", "dormouse check --disk /srv/xen/web1-disk.img --refresh"),
-            ("Which running processes use outdated files, too:", "dormouse check web1.save --disk /srv/xen/web1-disk.img"),
-            ("Many VMs, one per line of a file:", "dormouse check --batch vms.txt --json"),
+            (
+                "What is outdated on a dormant VM, with fresh indices from its repositories:",
+                "dormouse check --disk /srv/xen/web1-disk.img --refresh",
+            ),
+            (
+                "Which running processes use outdated files, too:",
+                "dormouse check web1.save --disk /srv/xen/web1-disk.img",
+            ),
+            (
+                "Many VMs, one per line of a file:",
+                "dormouse check --batch vms.txt --json",
+            ),
         ],
     },
     Page {
@@ -158,14 +235,20 @@ const DORMOUSE_PAGES: &[Page] = &[
         exit: COMMON,
         examples: &[
             ("What a bundle changes:", "dormouse bundle show web1.dmb"),
-            ("Its signature and members:", "dormouse bundle verify web1.dmb --key dom0.pub"),
+            (
+                "Its signature and members:",
+                "dormouse bundle verify web1.dmb --key dom0.pub",
+            ),
         ],
     },
     Page {
         name: "dormouse-bundle-show",
         exit: COMMON,
         examples: &[
-            ("Files, scripts and packages a bundle changes:", "dormouse bundle show web1.dmb"),
+            (
+                "Files, scripts and packages a bundle changes:",
+                "dormouse bundle show web1.dmb",
+            ),
             ("As JSON:", "dormouse bundle show web1.dmb --json"),
         ],
     },
@@ -173,19 +256,31 @@ const DORMOUSE_PAGES: &[Page] = &[
         name: "dormouse-bundle-verify",
         exit: &[
             ("0", "The signature and every member check out."),
-            ("1", "They do not (or the bundle cannot be read); the message names what."),
+            (
+                "1",
+                "They do not (or the bundle cannot be read); the message names what.",
+            ),
             USAGE,
         ],
         examples: &[
-            ("Signature and members:", "dormouse bundle verify web1.dmb --key dom0.pub"),
-            ("The same signature check by the standard tool:", "minisign -Vm web1.dmb -p dom0.pub"),
+            (
+                "Signature and members:",
+                "dormouse bundle verify web1.dmb --key dom0.pub",
+            ),
+            (
+                "The same signature check by the standard tool:",
+                "minisign -Vm web1.dmb -p dom0.pub",
+            ),
         ],
     },
     Page {
         name: "dormouse-isolate",
         exit: COMMON,
         examples: &[
-            ("Only the agent channel to dom0 passes:", "dormouse isolate --domain 7 --allow 10.0.0.1:7878"),
+            (
+                "Only the agent channel to dom0 passes:",
+                "dormouse isolate --domain 7 --allow 10.0.0.1:7878",
+            ),
             ("What is isolated:", "dormouse isolate --list"),
         ],
     },
@@ -200,27 +295,45 @@ const DORMOUSE_PAGES: &[Page] = &[
     Page {
         name: "dormouse-restore",
         exit: &[
-            ("0", "The agent applied the bundle and the domain's network was released."),
-            ("1", "Failure. If the domain was restored, it stays isolated: the message says how to look (dormouse isolate --list) and how to finish (dormouse deliver ...)."),
+            (
+                "0",
+                "The agent applied the bundle and the domain's network was released.",
+            ),
+            (
+                "1",
+                "Failure. If the domain was restored, it stays isolated: the message says how to look (dormouse isolate --list) and how to finish (dormouse deliver ...).",
+            ),
             USAGE,
         ],
         examples: &[
-            ("Restore, isolated; deliver; release:", "dormouse restore web1.save --bundle web1.dmb --key dom0.pub"),
-            ("Naming both ends of the agent channel:", "dormouse restore web1.save --bundle web1.dmb --key dom0.pub --agent 10.0.0.7 --dom0-addr 10.0.0.1"),
+            (
+                "Restore, isolated; deliver; release:",
+                "dormouse restore web1.save --bundle web1.dmb --key dom0.pub",
+            ),
+            (
+                "Naming both ends of the agent channel:",
+                "dormouse restore web1.save --bundle web1.dmb --key dom0.pub --agent 10.0.0.7 --dom0-addr 10.0.0.1",
+            ),
         ],
     },
     Page {
         name: "dormouse-pend",
         exit: COMMON,
         examples: &[
-            ("Mark it pending, then restore it by other means:", "dormouse pend web1.save --bundle web1.dmb --key dom0.pub"),
+            (
+                "Mark it pending, then restore it by other means:",
+                "dormouse pend web1.save --bundle web1.dmb --key dom0.pub",
+            ),
             ("It comes up isolated by vif-dormouse:", "xl restore web1.save"),
         ],
     },
     Page {
         name: "dormouse-deliver",
         exit: &[
-            ("0", "The agent applied the bundle (or had already) and the domain's network was released."),
+            (
+                "0",
+                "The agent applied the bundle (or had already) and the domain's network was released.",
+            ),
             ("1", "Failure; the domain stays isolated and the message says why."),
             USAGE,
         ],
@@ -243,10 +356,16 @@ const AGENT_PAGES: &[Page] = &[
             OK,
             FAILED,
             USAGE,
-            ("3", "dormouse-agent apply refused the bundle; nothing changed. See dormouse-agent-apply(8)."),
+            (
+                "3",
+                "dormouse-agent apply refused the bundle; nothing changed. See dormouse-agent-apply(8).",
+            ),
         ],
         examples: &[
-            ("Apply a bundle made in dom0:", "dormouse-agent apply web1.dmb --key /etc/dormouse/trusted.pub"),
+            (
+                "Apply a bundle made in dom0:",
+                "dormouse-agent apply web1.dmb --key /etc/dormouse/trusted.pub",
+            ),
             ("What was applied:", "dormouse-agent status"),
         ],
     },
@@ -254,19 +373,34 @@ const AGENT_PAGES: &[Page] = &[
         name: "dormouse-agent-apply",
         exit: &[
             ("0", "Applied, or applied already."),
-            ("1", "Failed; the journal is kept: applying again resumes, rollback undoes."),
+            (
+                "1",
+                "Failed; the journal is kept: applying again resumes, rollback undoes.",
+            ),
             USAGE,
-            ("3", "Refused (signature, identity, base fingerprints); nothing changed."),
+            (
+                "3",
+                "Refused (signature, identity, base fingerprints); nothing changed.",
+            ),
         ],
         examples: &[
-            ("Into the running system:", "dormouse-agent apply web1.dmb --key /etc/dormouse/trusted.pub"),
-            ("Into a mounted copy of a guest:", "dormouse-agent apply web1.dmb --root /mnt/web1"),
+            (
+                "Into the running system:",
+                "dormouse-agent apply web1.dmb --key /etc/dormouse/trusted.pub",
+            ),
+            (
+                "Into a mounted copy of a guest:",
+                "dormouse-agent apply web1.dmb --root /mnt/web1",
+            ),
         ],
     },
     Page {
         name: "dormouse-agent-rollback",
         exit: &[OK, FAILED, USAGE],
-        examples: &[("Undo an apply by its bundle id (dormouse-agent status lists them):", "dormouse-agent rollback BUNDLE_ID")],
+        examples: &[(
+            "Undo an apply by its bundle id (dormouse-agent status lists them):",
+            "dormouse-agent rollback BUNDLE_ID",
+        )],
     },
     Page {
         name: "dormouse-agent-serve",
@@ -283,7 +417,10 @@ const AGENT_PAGES: &[Page] = &[
     Page {
         name: "dormouse-agent-status",
         exit: &[OK, FAILED, USAGE],
-        examples: &[("Applied, partial and rolled-back bundles:", "dormouse-agent status --json")],
+        examples: &[(
+            "Applied, partial and rolled-back bundles:",
+            "dormouse-agent status --json",
+        )],
     },
 ];
 
@@ -370,7 +507,11 @@ fn man_pages(
         .iter()
         .map(|s| format!("{}({section})", s.get_display_name().unwrap_or_else(|| s.get_name())))
         .collect();
-    if let Some(parent) = name.rsplit_once('-').map(|(p, _)| p).filter(|p| pages.iter().any(|x| x.name == *p)) {
+    if let Some(parent) = name
+        .rsplit_once('-')
+        .map(|(p, _)| p)
+        .filter(|p| pages.iter().any(|x| x.name == *p))
+    {
         refs.insert(0, format!("{parent}({section})"));
     }
     refs.push(see_also.to_owned());
@@ -400,7 +541,10 @@ mod tests {
     /// Every page written here is one clap knows (no stale page after a command is renamed).
     #[test]
     fn every_page_is_a_command() {
-        for (cmd, pages) in [(crate::Cli::command(), DORMOUSE_PAGES), (guest_agent::cli::Cli::command(), AGENT_PAGES)] {
+        for (cmd, pages) in [
+            (crate::Cli::command(), DORMOUSE_PAGES),
+            (guest_agent::cli::Cli::command(), AGENT_PAGES),
+        ] {
             let mut cmd = cmd.disable_help_subcommand(true);
             cmd.build();
             let mut names = Vec::new();
@@ -412,7 +556,11 @@ mod tests {
             }
             walk(&cmd, &mut names);
             for page in pages {
-                assert!(names.iter().any(|n| n == page.name), "page {} names no command ({names:?})", page.name);
+                assert!(
+                    names.iter().any(|n| n == page.name),
+                    "page {} names no command ({names:?})",
+                    page.name
+                );
             }
             assert_eq!(names.len(), pages.len(), "{names:?}");
         }

@@ -29,7 +29,11 @@ fn check_page(path: &Path) {
         assert!(page.contains(section), "{}: no {section}", path.display());
     }
     let examples = page.split(".SH EXAMPLES").nth(1).unwrap();
-    assert!(examples.contains(".EX"), "{}: EXAMPLES without a command", path.display());
+    assert!(
+        examples.contains(".EX"),
+        "{}: EXAMPLES without a command",
+        path.display()
+    );
 }
 
 #[test]
@@ -53,9 +57,23 @@ fn man_pages_and_completions() {
             pages += 1;
         }
     }
-    assert!(pages > 15, "only {pages} pages: did `dormouse --help` change its layout?");
-    assert_eq!(std::fs::read_dir(&man1).unwrap().count(), pages, "pages of no command in {}", man1.display());
-    for page in ["dormouse-agent", "dormouse-agent-apply", "dormouse-agent-serve", "dormouse-agent-status", "dormouse-agent-rollback"] {
+    assert!(
+        pages > 15,
+        "only {pages} pages: did `dormouse --help` change its layout?"
+    );
+    assert_eq!(
+        std::fs::read_dir(&man1).unwrap().count(),
+        pages,
+        "pages of no command in {}",
+        man1.display()
+    );
+    for page in [
+        "dormouse-agent",
+        "dormouse-agent-apply",
+        "dormouse-agent-serve",
+        "dormouse-agent-status",
+        "dormouse-agent-rollback",
+    ] {
         check_page(&out.path().join(format!("man/man8/{page}.8")));
     }
 
@@ -70,8 +88,16 @@ fn man_pages_and_completions() {
         let path = out.path().join("completions").join(file);
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert!(text.contains(needle), "{}: no {needle:?}", path.display());
-        assert!(text.contains("emulate") || file.contains("agent"), "{}: no emulate", path.display());
-        assert!(!text.contains("generate-docs"), "{}: offers the hidden generate-docs", path.display());
+        assert!(
+            text.contains("emulate") || file.contains("agent"),
+            "{}: no emulate",
+            path.display()
+        );
+        assert!(
+            !text.contains("generate-docs"),
+            "{}: offers the hidden generate-docs",
+            path.display()
+        );
     }
 }
 
