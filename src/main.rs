@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use cli::bundle::BundleCommand;
 use cli::check::CheckArgs;
 use cli::emulate::EmulateArgs;
@@ -154,6 +154,17 @@ fn main() -> ExitCode {
     if args.nth(1).as_deref() == Some(std::ffi::OsStr::new(emulator::sandbox::INIT_SUBCOMMAND)) {
         let spec = args.next().map(PathBuf::from).unwrap_or_default();
         emulator::sandbox::init_main(&spec);
+    }
+    // Not a command of the list: neither --help nor the completions offer it (scripts/package).
+    if std::env::args_os().nth(1).as_deref() == Some(std::ffi::OsStr::new(cli::docs::SUBCOMMAND)) {
+        let args = cli::docs::DocsArgs::parse_from(std::env::args_os().skip(1));
+        return match cli::docs::generate(Cli::command(), &args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dormouse: {}", error_chain(&e));
+                ExitCode::FAILURE
+            }
+        };
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

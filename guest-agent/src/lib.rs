@@ -3,6 +3,7 @@
 //! (see guest-agent/README.md).
 
 pub mod apply;
+pub mod cli;
 pub mod fs;
 pub mod journal;
 pub mod rollback;

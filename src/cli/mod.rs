@@ -3,6 +3,7 @@
 pub mod bundle;
 pub mod check;
 pub mod disk;
+pub mod docs;
 pub mod emulate;
 pub mod image;
 pub mod inspect;

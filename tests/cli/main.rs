@@ -8,6 +8,7 @@ mod bundle;
 mod check;
 mod check_rpm;
 mod corrupt;
+mod docs;
 mod emulate;
 mod inspect;
 mod isf;
