@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use crate::output::Stdout;
+use crate::progress::Steps;
 
 #[derive(Subcommand)]
 pub(crate) enum BundleCommand {
@@ -69,8 +70,12 @@ pub(crate) fn bundle(command: BundleCommand) -> Result<()> {
             let public = bundle::sign::PublicKey::read(&key)?;
             let sig_path = bundle::sign::signature_path(&bundle);
             let signature = bundle::sign::read_signature(&sig_path)?;
+            let mut steps = Steps::new(json);
+            steps.step(format!("checking the signature of {}", bundle.display()));
             let trusted = public.verify_file(&bundle, &signature, &sig_path)?;
+            steps.step("checking every member against the manifest");
             let stats = bundle::read::Bundle::open(&bundle)?.verify_payload()?;
+            steps.finish_step();
             if json {
                 let json = serde_json::json!({
                     "bundle": bundle,
