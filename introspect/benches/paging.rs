@@ -11,17 +11,13 @@ mod common;
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dormouse_tests::Rng;
 use introspect::{AddressSpace, PhysMemory, VirtualMemory, open_memory};
 
-/// Deterministic pseudo-random sequence (xorshift64*), so runs compare.
+/// Deterministic pseudo-random sequence, so runs compare.
 fn xorshift(seed: u64) -> impl Iterator<Item = u64> {
-    let mut x = seed;
-    std::iter::repeat_with(move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    })
+    let mut rng = Rng(seed);
+    std::iter::repeat_with(move || rng.next_u64())
 }
 
 fn walk_image(c: &mut Criterion, name: &str, mem: &dyn PhysMemory) {

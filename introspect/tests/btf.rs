@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use dormouse_tests::FixtureKernel;
+use dormouse_tests::{FixtureKernel, Rng};
 use introspect::linux::TypeInfo;
 use introspect::{Btf, BtfError, BtfKind, Compression, KernelImage, PhysMemory, find_kernel_btf, open_memory};
 
@@ -513,14 +513,6 @@ fn malformed_headers_and_records_are_rejected() {
     }
 }
 
-/// xorshift64*: deterministic flips without a dependency.
-fn rng(seed: &mut u64) -> u64 {
-    *seed ^= *seed >> 12;
-    *seed ^= *seed << 25;
-    *seed ^= *seed >> 27;
-    seed.wrapping_mul(0x2545_f491_4f6c_dd1d)
-}
-
 /// Lookups a parsed blob must survive, whatever it contains.
 fn exercise(btf: &Btf) {
     for id in 0..btf.type_count().min(64) {
@@ -550,13 +542,13 @@ fn random_flips_and_truncations_never_panic() {
     for cut in 0..good.len() {
         assert!(Btf::parse("truncated", good[..cut].to_vec()).is_err(), "cut at {cut}");
     }
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut accepted = 0;
     for _ in 0..20_000 {
         let mut blob = good.clone();
-        for _ in 0..1 + rng(&mut seed) % 4 {
-            let at = (rng(&mut seed) % blob.len() as u64) as usize;
-            blob[at] ^= 1 << (rng(&mut seed) % 8);
+        for _ in 0..1 + rng.next_u64() % 4 {
+            let at = (rng.next_u64() % blob.len() as u64) as usize;
+            blob[at] ^= 1 << (rng.next_u64() % 8);
         }
         if let Ok(btf) = Btf::parse("flipped", blob) {
             accepted += 1;
@@ -570,21 +562,21 @@ fn random_flips_and_truncations_never_panic() {
 fn real_btf_truncated_or_flipped_never_panics() {
     let Some(fx) = common::fixtures() else { return };
     let good = vmlinuz(&fx).btf.bytes();
-    let mut seed = 42u64;
+    let mut rng = Rng(42);
     // Truncation anywhere breaks either the header bounds or the final NUL.
     for i in 0..24 {
         let cut = if i < 12 {
             i * 2
         } else {
-            (rng(&mut seed) % good.len() as u64) as usize
+            (rng.next_u64() % good.len() as u64) as usize
         };
         assert!(Btf::parse("truncated", good[..cut].to_vec()).is_err(), "cut at {cut}");
     }
     for _ in 0..6 {
         let mut blob = good.to_vec();
         for _ in 0..64 {
-            let at = 24 + (rng(&mut seed) % (blob.len() as u64 - 24)) as usize;
-            blob[at] = rng(&mut seed) as u8;
+            let at = 24 + (rng.next_u64() % (blob.len() as u64 - 24)) as usize;
+            blob[at] = rng.next_u64() as u8;
         }
         if let Ok(btf) = Btf::parse("flipped", blob) {
             exercise(&btf);

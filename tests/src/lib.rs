@@ -313,3 +313,21 @@ pub fn private_link(image: &Path) -> (tempfile::TempDir, PathBuf) {
     std::fs::hard_link(image, &link).unwrap_or_else(|e| panic!("hard link {}: {e}", image.display()));
     (dir, link)
 }
+
+/// A tiny deterministic generator (xorshift64*) for corrupting inputs and sampling: the same
+/// sequence on every run, so a failure reproduces.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform enough below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}

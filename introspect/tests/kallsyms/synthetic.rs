@@ -6,6 +6,8 @@ use introspect::{
     VirtualMemory, VmcoreInfo, carve_kallsyms, decode_kallsyms, load_vmcoreinfo, open_memory,
 };
 
+use dormouse_tests::Rng;
+
 use crate::{Line, common, lines_of};
 
 /// Guest-virtual memory backed by a buffer at `base`.
@@ -263,18 +265,6 @@ fn hostile_tables_are_errors() {
     ));
 }
 
-/// Tiny deterministic PRNG (xorshift64*), so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// The real 4-level kernel's tables copied into a buffer and garbled: every decode and carve
 /// must end (with symbols or an error) without panicking.
 #[test]
@@ -308,14 +298,14 @@ fn garbled_real_tables_never_panic() {
             (loc.token_table - offsets) as usize..bytes.len(),
         ];
         for _ in 0..1 + round % 4 {
-            let r = &hot[(rng.next() % 2) as usize];
-            let i = r.start + (rng.next() as usize) % (r.end - r.start);
-            bytes[i] ^= 1 << (rng.next() % 8);
+            let r = &hot[(rng.next_u64() % 2) as usize];
+            let i = r.start + (rng.next_u64() as usize) % (r.end - r.start);
+            bytes[i] ^= 1 << (rng.next_u64() % 8);
         }
-        let i = (rng.next() as usize) % bytes.len();
-        bytes[i] = rng.next() as u8;
+        let i = (rng.next_u64() as usize) % bytes.len();
+        bytes[i] = rng.next_u64() as u8;
         if round % 10 == 9 {
-            bytes.truncate((rng.next() as usize) % bytes.len());
+            bytes.truncate((rng.next_u64() as usize) % bytes.len());
         }
         let garbled = BufMem { base: offsets, bytes };
         outcomes[decode_kallsyms(&garbled, &loc, &options).is_ok() as usize] += 1;

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dormouse_tests::{FixtureKernel, decompressed, xen_fixtures};
+use dormouse_tests::{FixtureKernel, Rng, decompressed, xen_fixtures};
 
 use crate::dormouse_bin;
 
@@ -71,22 +71,6 @@ impl Case {
             what: what.into(),
             writes: vec![(at, bytes)],
         }
-    }
-}
-
-/// A deterministic generator (xorshift64*): the same cases on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 
