@@ -112,13 +112,11 @@ impl Steps {
         }
     }
 
-    /// A line worth keeping (a warning, a result), above the spinner; never silenced by
-    /// `--quiet` when `always`.
-    pub(crate) fn note(&self, line: &str, always: bool) {
-        match (&self.mode, &self.bar) {
-            (Mode::Spinner, Some(bar)) => bar.suspend(|| eprintln!("dormouse: {line}")),
-            (Mode::Silent, _) if !always => {}
-            _ => eprintln!("dormouse: {line}"),
+    /// A line worth keeping (a warning), above the spinner; `--quiet` does not silence it.
+    pub(crate) fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("dormouse: {line}")),
+            None => eprintln!("dormouse: {line}"),
         }
     }
 

@@ -77,7 +77,7 @@ pub(crate) fn isf(args: &IsfArgs) -> Result<()> {
         writeln!(out, "{}", serde_json::to_string_pretty(&written)?)?;
     } else {
         for w in &profile.warnings {
-            steps.note(&format!("warning: {w}"), true);
+            steps.note(&format!("warning: {w}"));
         }
         writeln!(
             out,

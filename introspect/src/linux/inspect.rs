@@ -195,24 +195,19 @@ pub fn volatility_profile(mem: &dyn PhysMemory, files: &ProfileFiles) -> Result<
         }
     };
     check_types_against_memory(kernel, &symbols, btf, &symbols_from, path, release_hint)?;
-    let banner = super::reader::KernelReader::new(kernel)
-        .c_string(
-            symbols
-                .address_of("linux_banner")
-                .ok_or_else(|| InspectError::NoSymbols {
-                    path: path.clone(),
-                    reason: "no linux_banner among the symbols: Volatility identifies a kernel by it".into(),
-                })?,
-            1024,
-            "linux_banner",
-        )
-        .map_err(|e| InspectError::Walk {
-            path: path.clone(),
-            what: "banner",
-            detail: e.to_string(),
-        })?
-        .trim_end_matches('\n')
-        .to_owned();
+    let no_user_space = |_: u64| -> Option<Box<dyn VirtualMemory + '_>> { None };
+    let view = KernelView {
+        kernel,
+        symbols: &symbols,
+        types: btf,
+        user_space: &no_user_space,
+    };
+    // Volatility identifies a kernel by it.
+    let banner = view.banner().map_err(|e| InspectError::Walk {
+        path: path.clone(),
+        what: "banner",
+        detail: e.to_string(),
+    })?;
     let runtime_text = symbols.address_of("_text").ok_or_else(|| InspectError::NoSymbols {
         path: path.clone(),
         reason: "no _text among the symbols, so the KASLR shift is unknown".into(),
