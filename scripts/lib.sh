@@ -44,6 +44,7 @@ HOST_PACKAGES=(
   gcc pkg-config libxen-dev libclang-dev fuse3
   gpgv rpm createrepo-c strace minisign
   nftables iproute2 iputils-ping xfsprogs
+  fonts-dejavu-core
 )
 
 missing_host_packages() {

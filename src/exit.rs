@@ -9,6 +9,9 @@ pub const SUCCESS: u8 = 0;
 pub const FAILURE: u8 = 1;
 /// The command line is wrong (clap's usage error).
 pub const USAGE: u8 = 2;
+/// `replay`: the replay did not do what the record says (the differences are on standard
+/// output).
+pub const REPLAY_DIFFERS: u8 = 3;
 /// `emulate`: COMMAND exceeded `--timeout` and was killed (as timeout(1)).
 pub const EMULATE_TIMED_OUT: u8 = 124;
 /// `emulate`: dormouse itself failed (before, around or after COMMAND), or COMMAND never ran.

@@ -135,6 +135,13 @@ enum Command {
     /// bundle applied: after a plain `xl restore` of a pending domain, or to finish a `restore`
     /// that was interrupted (the agent resumes, or reports it already applied).
     Deliver(DeliverArgs),
+    /// Re-run an emulation from its record on the same inputs and say whether it did the same
+    /// (execs in order, upper tree, removals). Exit status 3 when it did not.
+    Replay(Box<cli::research::ReplayArgs>),
+    /// Two emulation records side by side: inputs, phases, scripts, files.
+    Diff(cli::research::DiffArgs),
+    /// Figures (SVG, PNG) and their CSV numbers from emulation records.
+    Report(cli::research::ReportArgs),
     /// The guest's utsname, like `uname`.
     Uname {
         #[command(flatten)]
@@ -182,6 +189,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("dormouse: {}", error_chain(&e));
                 ExitCode::from(exit::EMULATE_FAILED)
+            }
+        };
+    }
+    if let Command::Replay(args) = cli.command {
+        return match cli::research::replay(*args) {
+            Ok(code) => ExitCode::from(code),
+            Err(e) if output::reader_gone(&e) => ExitCode::from(exit::SUCCESS),
+            Err(e) => {
+                eprintln!("dormouse: {}", error_chain(&e));
+                ExitCode::from(exit::FAILURE)
             }
         };
     }
@@ -239,7 +256,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Proc { image, path, json } => cli::inspect::proc(&image, &path, json),
         Command::Shadowfs { image, mountpoint } => cli::inspect::shadowfs(&image, &mountpoint),
         Command::Uname { image, all, json } => cli::inspect::uname(&image, all, json),
-        Command::Emulate(_) => unreachable!("dispatched in main"),
+        Command::Emulate(_) | Command::Replay(_) => unreachable!("dispatched in main"),
+        Command::Diff(args) => cli::research::diff(&args),
+        Command::Report(args) => cli::research::report(&args),
         Command::Cleanup { state_dir, json } => cli::emulate::cleanup(&state_dir, json),
         Command::Check(args) => cli::check::check(args),
         Command::Isolate(args) => cli::isolate::isolate(args),

@@ -416,7 +416,8 @@ pub struct BundleOutcome {
     pub bundle: PathBuf,
     pub signature: PathBuf,
     pub bundle_id: String,
-    pub capture_seconds: f64,
+    /// Writing and signing the bundle (capturing the changes is the run's `capture` phase).
+    pub pack_seconds: f64,
     pub write: WriteStats,
     /// Bytes of regular files in the upper layers (what `du --apparent-size` counts).
     pub upper_bytes: u64,
@@ -424,19 +425,17 @@ pub struct BundleOutcome {
     pub excluded_bytes: u64,
 }
 
-/// Captures a finished run's changes and writes them to `out` as a bundle signed with `key`.
+/// Writes a finished run's captured changes to `out` as a bundle signed with `key`.
 /// The bundle id is the run id; `created_unix` is the bundle's time.
 pub fn bundle_from_run(
     context: &emulator::run::CaptureContext,
+    changes: &ChangeSet,
     out: &Path,
     key: &SecretKey,
     created_unix: u64,
 ) -> Result<BundleOutcome, PackError> {
     let start = Instant::now();
-    let options = capture::CaptureOptions::defaults(&context.report.injected);
-    let changes = capture::capture(context.layers, &options)?;
     let packages = dpkg_changes(context.layers)?;
-    let capture_seconds = start.elapsed().as_secs_f64();
     let inputs = BundleInputs {
         bundle_id: context.report.run_id.clone(),
         created_unix,
@@ -445,13 +444,13 @@ pub fn bundle_from_run(
         packages,
         scripts: &context.report.trace.scripts,
     };
-    let (manifest, write) = write_bundle(out, &changes, &inputs)?;
+    let (manifest, write) = write_bundle(out, changes, &inputs)?;
     let signature = sign_bundle(key, out, &manifest)?;
     Ok(BundleOutcome {
         bundle: out.to_owned(),
         signature,
         bundle_id: manifest.bundle_id,
-        capture_seconds,
+        pack_seconds: start.elapsed().as_secs_f64(),
         write,
         upper_bytes: context.report.upper_layers.iter().map(|l| l.bytes).sum(),
         excluded_bytes: changes.excluded.iter().map(|e| e.bytes).sum(),

@@ -49,6 +49,25 @@ impl FromStr for CountLimit {
     }
 }
 
+/// Written so that parsing gives the same limit back (records keep limits this way).
+impl std::fmt::Display for ByteLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(bytes) => write!(f, "{bytes}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+impl std::fmt::Display for CountLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +77,10 @@ mod tests {
         let size = |t: &str| t.parse::<ByteLimit>().map(|l| l.0);
         assert_eq!(size("none"), Ok(None));
         assert_eq!(size("4096"), Ok(Some(4096)));
+        for text in ["none", "4G", "512M", "1"] {
+            let limit: ByteLimit = text.parse().unwrap();
+            assert_eq!(limit.to_string().parse::<ByteLimit>(), Ok(limit), "{text}");
+        }
         assert_eq!(size("64k"), Ok(Some(64 << 10)));
         assert_eq!(size("512M"), Ok(Some(512 << 20)));
         assert_eq!(size("4G"), Ok(Some(4 << 30)));

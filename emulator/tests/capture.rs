@@ -10,7 +10,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::Path;
 
-use emulator::capture::{BaseKind, CaptureLayer, CaptureOptions, ChangeSet, EntryKind, capture, read_versions};
+use emulator::capture::{
+    BaseKind, CaptureLayer, CaptureOptions, ChangeSet, EntryKind, capture, list_after, open_after, read_versions,
+};
 use sha2::{Digest, Sha256};
 
 fn sha(bytes: &[u8]) -> String {
@@ -111,6 +113,38 @@ fn upper_layer_reads_with_overlay_semantics() {
     setxattr(&m("newdir/f"), "user.dormouse", b"value");
     fs::write(m("tmp/scratch"), "12345").unwrap();
     fs::write(m("var/cache/apt/pkgcache.bin"), vec![0u8; 1000]).unwrap();
+    // What the kernel's overlay shows, for the readers of the view after the run below.
+    let dirs = ["/", "/etc", "/opq", "/dir_rm", "/newdir", "/keep", "/etc/was-file"];
+    let merged_names: Vec<Vec<String>> = dirs
+        .iter()
+        .map(|d| {
+            let mut names: Vec<String> = match fs::read_dir(merged.join(d.trim_start_matches('/'))) {
+                Ok(read) => read
+                    .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            names.sort();
+            names
+        })
+        .collect();
+    let merged_files: Vec<Option<Vec<u8>>> = [
+        "/etc/a",
+        "/etc/gone",
+        "/opq/new",
+        "/opq/old-child",
+        "/keep/x",
+        "/etc/link",
+    ]
+    .iter()
+    .map(|f| {
+        let p = merged.join(f.trim_start_matches('/'));
+        fs::symlink_metadata(&p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|_| fs::read(&p).unwrap())
+    })
+    .collect();
     drop(guard);
 
     // The premise: the kernel marked opaque both the directory replacing a guest directory and
@@ -242,4 +276,25 @@ fn upper_layer_reads_with_overlay_semantics() {
     let v = read_versions(&layers, "/keep/x", 1 << 20).unwrap();
     assert_eq!(v.after.as_deref(), Some(&b"kept"[..]));
     assert!(read_versions(&layers, "/etc/a", 2).is_err(), "limit not enforced");
+
+    // Directory listings and files after the run, from the layers: what the overlay showed.
+    for (dir, want) in dirs.iter().zip(&merged_names) {
+        assert_eq!(&list_after(&layers, dir).unwrap(), want, "{dir}");
+    }
+    let files = [
+        "/etc/a",
+        "/etc/gone",
+        "/opq/new",
+        "/opq/old-child",
+        "/keep/x",
+        "/etc/link",
+    ];
+    for (file, want) in files.iter().zip(&merged_files) {
+        let got = open_after(&layers, file).unwrap().map(|(mut f, _)| {
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut f, &mut bytes).unwrap();
+            bytes
+        });
+        assert_eq!(&got, want, "{file}");
+    }
 }

@@ -190,7 +190,55 @@ const DORMOUSE_PAGES: &[Page] = &[
                 "Packed and signed into a bundle for dormouse-agent:",
                 "dormouse emulate web1.save --out web1.dmb --sign-key dom0.key -- sh -c 'apt-get update && apt-get -y upgrade'",
             ),
+            (
+                "With a record of what it read and did, for dormouse replay, diff and report:",
+                "dormouse emulate web1.save --record web1.record.json -- apt-get -y upgrade",
+            ),
         ],
+    },
+    Page {
+        name: "dormouse-replay",
+        exit: &[
+            (
+                "0",
+                "The replay did what the record says (after the documented normalisations).",
+            ),
+            (
+                "3",
+                "The replay differs; standard output says where (execs, files, removals, indices).",
+            ),
+            (
+                "1",
+                "The replay failed or was refused: an input's SHA-256 is not the record's (without --allow-drift), or the emulation failed.",
+            ),
+            USAGE,
+        ],
+        examples: &[
+            (
+                "Record an emulation, then run it again and compare:",
+                "dormouse emulate web1.save --record web1.record.json -- sh -c 'apt-get update && apt-get -y upgrade'; dormouse replay web1.record.json",
+            ),
+            (
+                "On a changed disk, to see what the change does:",
+                "dormouse replay web1.record.json --disk /srv/xen/web1-v2.img --allow-drift --json",
+            ),
+        ],
+    },
+    Page {
+        name: "dormouse-diff",
+        exit: COMMON,
+        examples: &[(
+            "The same update on two guests, side by side:",
+            "dormouse diff web1.record.json web2.record.json",
+        )],
+    },
+    Page {
+        name: "dormouse-report",
+        exit: COMMON,
+        examples: &[(
+            "Figures (SVG, PNG) and their numbers (CSV) from a set of records:",
+            "dormouse report -o figures/ runs/*.record.json",
+        )],
     },
     Page {
         name: "dormouse-cleanup",

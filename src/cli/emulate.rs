@@ -59,6 +59,11 @@ pub(crate) struct EmulateArgs {
     /// The secret key signing the bundle (`dormouse keygen`).
     #[arg(long, value_name = "KEY", requires = "out")]
     sign_key: Option<PathBuf>,
+    /// Write the emulation record to FILE: its inputs by SHA-256, options, phases, intercepted
+    /// execs and upper tree (dormouse.record/1; `dormouse replay`, `diff` and `report` read
+    /// it). With --out, B.record.json is written anyway.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
     /// Print a JSON summary on standard output.
     #[arg(long)]
     json: bool,
@@ -110,6 +115,77 @@ pub(crate) struct EmulateArgs {
 
 /// `dormouse emulate`: returns the command's exit status, or one of dormouse's (exit.rs).
 pub(crate) fn emulate(args: EmulateArgs) -> Result<u8> {
+    let record_path = args
+        .record
+        .clone()
+        .or_else(|| args.out.as_ref().map(|b| b.with_extension("record.json")));
+    let want = record_path.as_ref().map(|_| RecordWanted::default());
+    let emulated = run_emulation(&args, want)?;
+    if let (Some(path), Some(record)) = (&record_path, &emulated.record) {
+        record
+            .write(path)
+            .with_context(|| format!("writing the emulation record {}", path.display()))?;
+        eprintln!("dormouse: emulation record {}", path.display());
+    }
+    if args.json {
+        // The reader leaving early changes nothing about the run: the status stays the command's.
+        output::reader_gone_is_ok(writeln!(
+            Stdout::lock(),
+            "{}",
+            serde_json::to_string_pretty(&emulated.json)?
+        ))?;
+    }
+    Ok(emulated.code)
+}
+
+/// `dormouse emulate` arguments from a command line (argv[0] first): how a replay runs exactly
+/// what its record's emulation ran.
+pub(crate) fn parse_emulate_args(argv: &[String]) -> Result<EmulateArgs> {
+    #[derive(clap::Parser)]
+    struct EmulateCommand {
+        #[command(flatten)]
+        args: EmulateArgs,
+    }
+    Ok(<EmulateCommand as clap::Parser>::try_parse_from(argv)?.args)
+}
+
+/// A record is wanted; with `expected`, this run replays one and must read the same inputs.
+#[derive(Default)]
+pub(crate) struct RecordWanted<'a> {
+    pub expected: Option<&'a record::schema::Inputs>,
+    pub allow_drift: bool,
+}
+
+/// What one emulation gave: the exit status `emulate` returns, its `--json` document, its
+/// record when one was wanted, and the inputs that differed from the expected ones.
+pub(crate) struct Emulated {
+    pub code: u8,
+    pub json: serde_json::Value,
+    pub record: Option<record::Record>,
+    pub drift: Vec<record::diff::FieldDiff>,
+}
+
+/// The inputs of a replay differ from its record's (and `--allow-drift` was not given).
+#[derive(Debug)]
+pub(crate) struct Drift(pub Vec<record::diff::FieldDiff>);
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "the inputs are not the ones the record pins:")?;
+        for d in &self.0 {
+            writeln!(f, "  {}: recorded {}, now {}", d.field, d.a, d.b)?;
+        }
+        write!(
+            f,
+            "replay the same inputs (--image, --disk), or pass --allow-drift to run anyway and see what changed"
+        )
+    }
+}
+
+impl std::error::Error for Drift {}
+
+/// One emulation from its arguments: `emulate` and `replay` both run through here.
+pub(crate) fn run_emulation(args: &EmulateArgs, want_record: Option<RecordWanted>) -> Result<Emulated> {
     crate::privilege::require_root(
         "it mounts the guest's disks read-only through loop devices, builds overlays over them and \
          runs the command in new namespaces and a cgroup",
@@ -181,9 +257,35 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<u8> {
             release: args.release.clone(),
         },
     };
+    let snapshot_phase = emulator::run::Phase {
+        name: "snapshot".into(),
+        millis: snapshot_started.elapsed().as_secs_f64() * 1000.0,
+    };
+    // Pinned before the run, so that a replay refuses before it costs an emulation.
+    let (inputs, hash_phase) = match &want_record {
+        Some(want) => {
+            let started = std::time::Instant::now();
+            with_steps(&mut |s| s.step("hashing the inputs for the record"));
+            let inputs = hash_inputs(args, &disks)?;
+            let drift = match want.expected {
+                Some(expected) => record::compare::input_drift(expected, &inputs),
+                None => Vec::new(),
+            };
+            if !drift.is_empty() && !want.allow_drift {
+                with_steps(&mut |s| s.finish_step());
+                return Err(Drift(drift).into());
+            }
+            let phase = emulator::run::Phase {
+                name: "hash inputs".into(),
+                millis: started.elapsed().as_secs_f64() * 1000.0,
+            };
+            (Some((inputs, drift)), Some(phase))
+        }
+        None => (None, None),
+    };
     with_steps(&mut |s| s.step("mounting the guest's filesystems read-only"));
     let options = emulator::run::RunOptions {
-        command: args.command,
+        command: args.command.clone(),
         env,
         net: match args.net {
             Net::Host => emulator::sandbox::NetMode::Host,
@@ -192,7 +294,7 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<u8> {
         },
         allow,
         limits,
-        keep: args.keep,
+        keep: args.keep.clone(),
         init_program: std::env::current_exe().context("locating the dormouse binary to run the sandbox init")?,
         progress: Some(Box::new({
             let steps = std::sync::Arc::clone(&steps);
@@ -230,32 +332,19 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<u8> {
     let created = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let snapshot_phase = emulator::run::Phase {
-        name: "snapshot".into(),
-        millis: snapshot_started.elapsed().as_secs_f64() * 1000.0,
-    };
-    let (mut report, bundle) =
-        emulator::emulate::emulate_with(&disks, snapshot, options, &args.state_dir, |context| {
-            let (Some(out), Some(key)) = (&args.out, &sign_key) else {
-                return Ok(None);
-            };
-            let run = context.report;
-            if run.exit_code != Some(0) || run.timed_out || run.interrupted {
-                return Ok(None);
-            }
-            with_steps(&mut |s| s.step(format!("packing the bundle {}", out.display())));
-            let packed = applier::pack::bundle_from_run(context, out, key, created).map(Some);
-            with_steps(&mut |s| s.finish_step());
-            packed
-        })?;
+    let wants_record = inputs.is_some();
+    let (mut report, after) = emulator::emulate::emulate_with(&disks, snapshot, options, &args.state_dir, |context| {
+        after_run(context, args, sign_key.as_ref(), created, wants_record, &steps)
+    })?;
+    let after = after?;
     report.run.phases.insert(0, snapshot_phase);
-    let bundle = bundle.context("writing the bundle")?;
+    if let Some(phase) = hash_phase {
+        report.run.phases.insert(1, phase);
+    }
+    report.run.phases.extend(after.phases);
     let mut json = serde_json::to_value(&report)?;
-    if let Some(outcome) = &bundle {
+    if let Some(outcome) = &after.bundle {
         json["bundle"] = serde_json::to_value(outcome)?;
-        let record = outcome.bundle.with_extension("record.json");
-        std::fs::write(&record, serde_json::to_vec_pretty(&json)?)
-            .with_context(|| format!("writing the emulation record {}", record.display()))?;
         eprintln!(
             "dormouse: bundle {} ({} bytes, signature {})",
             outcome.bundle.display(),
@@ -268,25 +357,222 @@ pub(crate) fn emulate(args: EmulateArgs) -> Result<u8> {
             out.display()
         );
     }
-    if args.json {
-        // The reader leaving early changes nothing about the run: the status stays the command's.
-        output::reader_gone_is_ok(writeln!(Stdout::lock(), "{}", serde_json::to_string_pretty(&json)?))?;
-    }
+    let (record, drift) = match (inputs, after.record) {
+        (Some((inputs, drift)), Some(parts)) => (
+            Some(assemble_record(
+                args,
+                &report,
+                inputs,
+                parts,
+                after.bundle.as_ref(),
+                created,
+            )?),
+            drift,
+        ),
+        _ => (None, Vec::new()),
+    };
     if report.run.timed_out {
         eprintln!(
             "dormouse: the command exceeded --timeout {} s and was killed",
             args.timeout.0.unwrap_or_default()
         );
-        return Ok(crate::exit::EMULATE_TIMED_OUT);
     }
     for event in &report.run.limit_events {
         eprintln!("dormouse: limit reached: {event}");
     }
-    Ok(report
-        .run
-        .exit_code
-        .and_then(|code| u8::try_from(code).ok())
-        .unwrap_or(crate::exit::EMULATE_FAILED))
+    let code = if report.run.timed_out {
+        crate::exit::EMULATE_TIMED_OUT
+    } else {
+        report
+            .run
+            .exit_code
+            .and_then(|code| u8::try_from(code).ok())
+            .unwrap_or(crate::exit::EMULATE_FAILED)
+    };
+    Ok(Emulated {
+        code,
+        json,
+        record,
+        drift,
+    })
+}
+
+/// What the capture hook made while the upper layers still existed.
+struct AfterRun {
+    bundle: Option<applier::pack::BundleOutcome>,
+    record: Option<RecordParts>,
+    phases: Vec<emulator::run::Phase>,
+}
+
+/// The parts of a record only the upper layers can give.
+struct RecordParts {
+    upper: record::schema::Upper,
+    repository: record::schema::Repository,
+    kernel: record::schema::Kernel,
+}
+
+fn after_run(
+    context: &emulator::run::CaptureContext,
+    args: &EmulateArgs,
+    sign_key: Option<&bundle::sign::SecretKey>,
+    created: u64,
+    wants_record: bool,
+    steps: &std::sync::Mutex<Steps>,
+) -> Result<AfterRun> {
+    let with_steps = |f: &mut dyn FnMut(&mut Steps)| {
+        if let Ok(mut steps) = steps.lock() {
+            f(&mut steps);
+        }
+    };
+    let run = context.report;
+    let succeeded = run.exit_code == Some(0) && !run.timed_out && !run.interrupted;
+    let bundle_to = match (&args.out, sign_key) {
+        (Some(out), Some(key)) if succeeded => Some((out, key)),
+        _ => None,
+    };
+    let mut after = AfterRun {
+        bundle: None,
+        record: None,
+        phases: Vec::new(),
+    };
+    if bundle_to.is_none() && !wants_record {
+        return Ok(after);
+    }
+    let timed = |name: &str, started: std::time::Instant| emulator::run::Phase {
+        name: name.into(),
+        millis: started.elapsed().as_secs_f64() * 1000.0,
+    };
+    let started = std::time::Instant::now();
+    with_steps(&mut |s| s.step("capturing the changes"));
+    let changes = emulator::capture::capture(
+        context.layers,
+        &emulator::capture::CaptureOptions::defaults(&run.injected),
+    )
+    .context("capturing the run's changes")?;
+    after.phases.push(timed("capture", started));
+    if let Some((out, key)) = bundle_to {
+        let started = std::time::Instant::now();
+        with_steps(&mut |s| s.step(format!("packing the bundle {}", out.display())));
+        after.bundle =
+            Some(applier::pack::bundle_from_run(context, &changes, out, key, created).context("writing the bundle")?);
+        after.phases.push(timed("pack", started));
+    }
+    if wants_record {
+        let started = std::time::Instant::now();
+        with_steps(&mut |s| s.step("recording the upper tree and the repository state"));
+        let kernel = &context.snapshot.kernel;
+        after.record = Some(RecordParts {
+            upper: record::build::upper(&changes)?,
+            repository: record::build::repository(context.layers)?,
+            kernel: record::schema::Kernel {
+                release: kernel.release.clone(),
+                banner: args.image.as_ref().map(|_| kernel.banner.clone()),
+            },
+        });
+        after.phases.push(timed("record", started));
+    }
+    with_steps(&mut |s| s.finish_step());
+    Ok(after)
+}
+
+/// The image, every disk the run attaches and the profile files, by SHA-256.
+fn hash_inputs(args: &EmulateArgs, disks: &[emulator::disk::DiskSpec]) -> Result<record::schema::Inputs> {
+    let image = args.image.as_deref().map(record::build::hash_input).transpose()?;
+    let disks = disks
+        .iter()
+        .map(|d| {
+            Ok(record::schema::InputDisk {
+                spec: disk_spec_text(d),
+                file: record::build::hash_input(&d.path)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let profile_files = [&args.system_map, &args.kernel, &args.isf]
+        .into_iter()
+        .flatten()
+        .map(|p| record::build::hash_input(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(record::schema::Inputs {
+        image,
+        disks,
+        profile_files,
+        snapshot: if args.image.is_some() { "image" } else { "synthesized" }.into(),
+        // Filled from the snapshot after the run.
+        kernel: record::schema::Kernel {
+            release: String::new(),
+            banner: None,
+        },
+    })
+}
+
+/// A `--net`/`--trace` value as the command line spells it.
+fn value_name(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// `PATH[:N]` as `--disk` takes it back.
+fn disk_spec_text(d: &emulator::disk::DiskSpec) -> String {
+    match d.root_partition {
+        Some(n) => format!("{}:{n}", d.path.display()),
+        None => d.path.display().to_string(),
+    }
+}
+
+fn assemble_record(
+    args: &EmulateArgs,
+    report: &emulator::emulate::EmulateReport,
+    mut inputs: record::schema::Inputs,
+    parts: RecordParts,
+    bundle: Option<&applier::pack::BundleOutcome>,
+    created: u64,
+) -> Result<record::Record> {
+    inputs.kernel = parts.kernel;
+    let bundle = match bundle {
+        Some(b) => {
+            let hashed = record::build::hash_input(&b.bundle)?;
+            Some(record::schema::BundleRef {
+                path: hashed.path,
+                bundle_id: b.bundle_id.clone(),
+                bytes: hashed.bytes,
+                sha256: hashed.sha256,
+            })
+        }
+        None => None,
+    };
+    let path_text = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    Ok(record::Record {
+        schema: record::SCHEMA.into(),
+        dormouse_version: env!("CARGO_PKG_VERSION").into(),
+        created_unix: created,
+        run_id: report.run.run_id.clone(),
+        inputs,
+        options: record::schema::Options {
+            command: args.command.clone(),
+            env: args.env.clone(),
+            net: value_name(args.net),
+            allow: args.allow.clone(),
+            trace: value_name(args.trace),
+            memory: args.memory.to_string(),
+            pids: args.pids.to_string(),
+            timeout: args.timeout.to_string(),
+            scratch_size: args.scratch_size.to_string(),
+            binds: args.binds.clone(),
+            durable: args.durable,
+            release: args.release.clone(),
+            system_map: path_text(&args.system_map),
+            kernel: path_text(&args.kernel),
+            isf: path_text(&args.isf),
+        },
+        outcome: record::build::outcome(&report.run),
+        phases: record::build::phases(&report.run.phases),
+        execs: record::build::execs(&report.run.trace.scripts),
+        upper: parts.upper,
+        repository: parts.repository,
+        bundle,
+        online: None,
+    })
 }
 
 /// The disks the save image's xl config names, when they exist on this host.

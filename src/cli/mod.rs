@@ -9,6 +9,7 @@ pub mod image;
 pub mod inspect;
 pub mod isf;
 pub mod isolate;
+pub mod research;
 pub mod restore;
 
 use anyhow::{Context, Result};

@@ -3,31 +3,15 @@
 //! overlayfs bookkeeping, reports the excluded apt caches, and a flipped byte is caught.
 
 use std::fs;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use bundle::manifest::EntryType;
 use bundle::read::{Bundle, Member};
 use dormouse_tests::{sha256_file, start_repo, testbed};
 use serde_json::Value;
 
-use crate::dormouse_bin;
 use crate::emulate::dpkg_status_of;
-
-fn dormouse(args: &[&str]) -> Output {
-    Command::new(dormouse_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("running dormouse")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
+use crate::{output_text as text, run_dormouse};
 
 #[test]
 fn nginx_install_bundle_verifies_and_carries_nginx() {
@@ -37,12 +21,12 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
     start_repo();
     let work = tempfile::tempdir().unwrap();
     let path = |name: &str| work.path().join(name).to_str().unwrap().to_owned();
-    let keygen = dormouse(&["keygen", "--out", &path("k")]);
+    let keygen = run_dormouse(&["keygen", "--out", &path("k")]);
     assert!(keygen.status.success(), "{}", text(&keygen));
 
     let image = tb.disks.guest.path.to_str().unwrap();
     let dump = tb.memdump.dir.join("dump.elf");
-    let emulate = dormouse(&[
+    let emulate = run_dormouse(&[
         "emulate",
         "--json",
         "--state-dir",
@@ -72,7 +56,7 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
         "the guest image was written"
     );
 
-    let verify = dormouse(&["bundle", "verify", &path("b.dmb"), "--key", &path("k.pub")]);
+    let verify = run_dormouse(&["bundle", "verify", &path("b.dmb"), "--key", &path("k.pub")]);
     assert!(verify.status.success(), "{}", text(&verify));
     let minisign = Command::new("minisign")
         .args(["-V", "-m", &path("b.dmb"), "-p", &path("k.pub")])
@@ -96,7 +80,7 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
         (None, Some(nginx_version.as_str()))
     );
     // The guest identity is the memory image's, as `dormouse uname -a` prints it.
-    let uname = dormouse(&["uname", "-a", dump.to_str().unwrap()]);
+    let uname = run_dormouse(&["uname", "-a", dump.to_str().unwrap()]);
     let uname = String::from_utf8_lossy(&uname.stdout).into_owned();
     let fields: Vec<&str> = uname.split_whitespace().collect();
     assert_eq!(
@@ -182,7 +166,7 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
     assert!(listing.lines().any(|l| l == "files/usr/sbin/nginx"), "{listing}");
 
     // `show` reports nginx as installed.
-    let show = dormouse(&["bundle", "show", "--json", &path("b.dmb")]);
+    let show = run_dormouse(&["bundle", "show", "--json", &path("b.dmb")]);
     assert!(show.status.success(), "{}", text(&show));
     let summary: Value = serde_json::from_slice(&show.stdout).unwrap();
     crate::schemas::assert_valid("bundle-show", &summary);
@@ -194,7 +178,7 @@ fn nginx_install_bundle_verifies_and_carries_nginx() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x01;
     fs::write(work.path().join("b.dmb"), &bytes).unwrap();
-    let verify = dormouse(&["bundle", "verify", &path("b.dmb"), "--key", &path("k.pub")]);
+    let verify = run_dormouse(&["bundle", "verify", &path("b.dmb"), "--key", &path("k.pub")]);
     assert!(!verify.status.success(), "a damaged bundle verified: {}", text(&verify));
     assert!(
         text(&verify).contains("does not match its signature"),

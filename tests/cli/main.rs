@@ -14,6 +14,7 @@ mod inspect;
 mod isf;
 mod isolate;
 mod polite;
+mod replay;
 mod restore;
 mod rpm;
 mod sbom;
@@ -23,4 +24,23 @@ mod truth;
 
 fn dormouse_bin() -> &'static str {
     env!("CARGO_BIN_EXE_dormouse")
+}
+
+/// `dormouse ARGS` run to completion, standard input closed.
+fn run_dormouse(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(dormouse_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("running dormouse")
+}
+
+/// A finished command's status and output, for assertion messages.
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "status {}\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

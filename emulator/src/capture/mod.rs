@@ -23,10 +23,13 @@ use sha2::{Digest, Sha256};
 
 use crate::disk::open_in_root;
 
+mod after;
+pub use after::{FileVersions, list_after, open_after, read_versions};
+
 /// The xattr namespace overlayfs keeps its own bookkeeping in (opaque, whiteout, origin,
 /// impure, ...). It describes the dom0 overlay, never the guest: it must not reach a bundle.
 const OVERLAY_XATTR_PREFIX: &str = "trusted.overlay.";
-const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(super) const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 /// Kernels ≥ 6.7 can represent a whiteout as a zero-size file carrying this xattr (used when
 /// a whiteout must itself live in a layer); the upper layer normally holds 0/0 char devices.
 const WHITEOUT_XATTR: &str = "trusted.overlay.whiteout";
@@ -72,9 +75,9 @@ pub enum CaptureError {
     TooLarge { path: PathBuf, limit: u64 },
 }
 
-type Result<T> = std::result::Result<T, CaptureError>;
+pub(super) type Result<T> = std::result::Result<T, CaptureError>;
 
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CaptureError {
+pub(super) fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CaptureError {
     let path = path.to_owned();
     move |source| CaptureError::Io { what, path, source }
 }
@@ -442,7 +445,7 @@ impl Walker<'_> {
 }
 
 /// A char device 0/0, or (kernels ≥ 6.7) a zero-size file marked with the whiteout xattr.
-fn is_whiteout(meta: &fs::Metadata, xattrs: &[Xattr]) -> bool {
+pub(super) fn is_whiteout(meta: &fs::Metadata, xattrs: &[Xattr]) -> bool {
     let ft = meta.file_type();
     (ft.is_char_device() && meta.rdev() == 0)
         || (ft.is_file() && meta.len() == 0 && xattrs.iter().any(|x| x.name == WHITEOUT_XATTR))
@@ -478,7 +481,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Every xattr of `path` (not following a symlink), sorted by name.
-fn list_xattrs(path: &Path) -> Result<Vec<Xattr>> {
+pub(super) fn list_xattrs(path: &Path) -> Result<Vec<Xattr>> {
     let names = match xattr::list(path) {
         Ok(names) => names,
         // Filesystems without xattr support have none to carry.
@@ -542,110 +545,6 @@ fn match_component(pattern: &[u8], name: &[u8]) -> bool {
         }
     }
     pattern[p..].iter().all(|&c| c == b'*')
-}
-
-/// A guest file's contents before the run (lower layer) and after it (the merged view), for
-/// package databases.
-#[derive(Debug, Clone, Default)]
-pub struct FileVersions {
-    pub before: Option<Vec<u8>>,
-    pub after: Option<Vec<u8>>,
-}
-
-/// Reads `guest_path` (a regular file; at most `limit` bytes) as the guest had it and as the
-/// run left it: the upper layer's copy when it has one, nothing when it was removed (a
-/// whiteout or an opaque directory above it), the guest's otherwise.
-pub fn read_versions(layers: &[CaptureLayer], guest_path: &str, limit: u64) -> Result<FileVersions> {
-    let Some(layer) = layers
-        .iter()
-        .filter(|l| {
-            let mount = l.guest_path.trim_end_matches('/');
-            mount.is_empty() || guest_path == mount || guest_path.starts_with(&format!("{mount}/"))
-        })
-        .max_by_key(|l| l.guest_path.len())
-    else {
-        return Ok(FileVersions::default());
-    };
-    let rel = guest_path[layer.guest_path.trim_end_matches('/').len()..].trim_start_matches('/');
-    let lower = File::open(&layer.lower).map_err(io_err("opening the guest filesystem", &layer.lower))?;
-    let lower_path = layer.lower.join(rel);
-    let before = match open_in_root(&lower.into(), rel, libc::O_RDONLY | libc::O_NOFOLLOW) {
-        Ok(fd) => Some(read_limited(File::from(fd), &lower_path, limit)?),
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR)) => None,
-        Err(e) => return Err(io_err("opening the guest's", &lower_path)(e)),
-    };
-    let after = match upper_state(&layer.upper, rel)? {
-        Upper::Absent => before.clone(),
-        Upper::Removed => None,
-        Upper::File(path) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(io_err("opening", &path))?;
-            Some(read_limited(file, &path, limit)?)
-        }
-    };
-    Ok(FileVersions { before, after })
-}
-
-enum Upper {
-    /// The upper layer says nothing: the guest's file shows through.
-    Absent,
-    /// Removed, hidden, or no longer a regular file.
-    Removed,
-    File(PathBuf),
-}
-
-fn upper_state(upper: &Path, rel: &str) -> Result<Upper> {
-    let components: Vec<&str> = rel.split('/').filter(|c| !c.is_empty()).collect();
-    let mut path = upper.to_owned();
-    for (i, component) in components.iter().enumerate() {
-        path.push(component);
-        let meta = match fs::symlink_metadata(&path) {
-            Ok(meta) => meta,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Upper::Absent),
-            Err(e) => return Err(io_err("reading the metadata of", &path)(e)),
-        };
-        let xattrs = list_xattrs(&path)?;
-        if is_whiteout(&meta, &xattrs) {
-            return Ok(Upper::Removed);
-        }
-        let last = i + 1 == components.len();
-        if last {
-            return Ok(if meta.is_file() {
-                Upper::File(path)
-            } else {
-                Upper::Removed
-            });
-        }
-        if !meta.is_dir() {
-            return Ok(Upper::Removed);
-        }
-        if xattrs.iter().any(|x| x.name == OPAQUE_XATTR && x.value == b"y") {
-            // An opaque directory hides the guest's: the file exists only if the upper has it.
-            return Ok(match upper_state(&path, &components[i + 1..].join("/"))? {
-                Upper::Absent => Upper::Removed,
-                other => other,
-            });
-        }
-    }
-    Ok(Upper::Absent)
-}
-
-fn read_limited(file: File, path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io_err("reading", path))?;
-    if bytes.len() as u64 > limit {
-        return Err(CaptureError::TooLarge {
-            path: path.to_owned(),
-            limit,
-        });
-    }
-    Ok(bytes)
 }
 
 /// Entries and bytes of regular files under `dir`, not following symlinks; bounded by what the
