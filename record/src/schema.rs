@@ -265,14 +265,12 @@ pub enum ReadError {
     )]
     Version { path: PathBuf, found: String },
     #[error(
-        "{path}: not a {SCHEMA} record at line {line}, column {column}: {message} (records are written by `dormouse emulate --record` or `--out`)"
+        "{path} has no \"schema\" field: not a {SCHEMA} record (a B.record.json written before records existed holds emulate's --json report; emulate again with --record)"
     )]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    Unversioned { path: PathBuf },
+    /// serde_json's message says where: line and column.
+    #[error("{path}: not a {SCHEMA} record: {message} (records are written by `dormouse emulate --record` or `--out`)")]
+    Parse { path: PathBuf, message: String },
 }
 
 impl Record {
@@ -291,13 +289,17 @@ impl Record {
         let text = std::fs::read(path).map_err(io)?;
         let value: serde_json::Value = serde_json::from_slice(&text).map_err(|e| parse_error(path, &e))?;
         let found = value.get("schema").and_then(|s| s.as_str()).unwrap_or("");
+        if found.is_empty() {
+            return Err(ReadError::Unversioned { path: path.to_owned() });
+        }
         if found != SCHEMA {
             return Err(ReadError::Version {
                 path: path.to_owned(),
                 found: found.to_owned(),
             });
         }
-        serde_json::from_value(value).map_err(|e| parse_error(path, &e))
+        // From the text again, not the value: serde_json then says where (line, column).
+        serde_json::from_slice(&text).map_err(|e| parse_error(path, &e))
     }
 
     /// Writes the record through a temporary file renamed into place.
@@ -317,8 +319,6 @@ impl Record {
 fn parse_error(path: &Path, e: &serde_json::Error) -> ReadError {
     ReadError::Parse {
         path: path.to_owned(),
-        line: e.line(),
-        column: e.column(),
         message: e.to_string(),
     }
 }
@@ -336,4 +336,30 @@ fn tempfile_in(dir: &Path, path: &Path) -> std::io::Result<(PathBuf, std::fs::Fi
         .truncate(true)
         .open(&tmp)?;
     Ok((tmp, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn other_documents_are_refused_with_what_they_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let old = write("old.record.json", r#"{"run_id": "x", "exit_code": 0}"#);
+        assert!(matches!(Record::read(&old), Err(ReadError::Unversioned { .. })));
+        let newer = write("newer.record.json", r#"{"schema": "dormouse.record/2"}"#);
+        let err = Record::read(&newer).unwrap_err();
+        assert!(
+            matches!(&err, ReadError::Version { found, .. } if found == "dormouse.record/2"),
+            "{err}"
+        );
+        let broken = write("broken.record.json", r#"{"schema": "dormouse.record/1", "run_id": 5}"#);
+        let err = Record::read(&broken).unwrap_err().to_string();
+        assert!(err.contains("broken.record.json") && err.contains("line 1"), "{err}");
+    }
 }
