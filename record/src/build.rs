@@ -102,6 +102,7 @@ pub fn outcome(run: &RunReport) -> Outcome {
         execs_refused: run.trace.execs_refused.len() as u64,
         unames_answered: run.trace.unames_answered,
         tracer_stops: run.trace.stops,
+        interception_seconds: run.trace.handling_seconds,
         processes: run.trace.processes,
     }
 }

@@ -99,7 +99,7 @@ pub struct Options {
     pub isf: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// The command's exit status (128 + signal when killed).
     pub exit_code: Option<i32>,
@@ -111,6 +111,9 @@ pub struct Outcome {
     pub execs_refused: u64,
     pub unames_answered: u64,
     pub tracer_stops: u64,
+    /// Seconds the tracer spent handling its stops, inside the `command` phase (a lower bound
+    /// of what interception costs).
+    pub interception_seconds: f64,
     pub processes: u64,
 }
 

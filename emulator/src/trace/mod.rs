@@ -67,6 +67,9 @@ pub struct TraceReport {
     pub unames_answered: u64,
     /// ptrace stops handled (a measure of the tracing cost).
     pub stops: u64,
+    /// Seconds the tracer spent handling those stops: the interception's own cost, as a lower
+    /// bound (the kernel's stop and resume switches are not in it).
+    pub handling_seconds: f64,
     /// Processes followed.
     pub processes: u64,
     pub warnings: Vec<String>,
@@ -152,6 +155,7 @@ pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceR
             Err(Errno::EINTR) => continue,
             Err(e) => return Err(e),
         };
+        let handling = Instant::now();
         match status {
             WaitStatus::Exited(pid, _) | WaitStatus::Signaled(pid, _, _) => {
                 if pid == init_pid {
@@ -181,6 +185,7 @@ pub fn event_loop(init_pid: Pid, mode: TraceMode, uts: &Uts, report: &mut TraceR
             }
             WaitStatus::Continued(_) | WaitStatus::StillAlive => {}
         }
+        tracer.report.handling_seconds += handling.elapsed().as_secs_f64();
     }
 }
 

@@ -50,6 +50,7 @@ fn record(phases: &[(&str, f64)], execs: &[(&str, &str, bool)], entries: &[(&str
             execs_refused: 0,
             unames_answered: 0,
             tracer_stops: 0,
+            interception_seconds: 0.0,
             processes: 0,
         },
         phases: phases
