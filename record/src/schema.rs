@@ -112,7 +112,8 @@ pub struct Outcome {
     pub unames_answered: u64,
     pub tracer_stops: u64,
     /// Seconds the tracer spent handling its stops, inside the `command` phase (a lower bound
-    /// of what interception costs).
+    /// of what interception costs). Absent from the first records: 0.
+    #[serde(default)]
     pub interception_seconds: f64,
     pub processes: u64,
 }

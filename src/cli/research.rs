@@ -257,6 +257,11 @@ fn label(path: &std::path::Path) -> String {
         .to_owned()
 }
 
+/// An exit status, or `-` when the command never ran.
+fn status(code: Option<i32>) -> String {
+    code.map_or_else(|| "-".to_owned(), |c| c.to_string())
+}
+
 pub(crate) fn diff(args: &DiffArgs) -> Result<()> {
     let (a, b) = (record::Record::read(&args.a)?, record::Record::read(&args.b)?);
     let d = record::diff::diff(&a, &label(&args.a), &b, &label(&args.b));
@@ -270,11 +275,7 @@ pub(crate) fn diff(args: &DiffArgs) -> Result<()> {
         ("record", d.a.label.clone(), d.b.label.clone()),
         ("kernel", d.a.kernel_release.clone(), d.b.kernel_release.clone()),
         ("command", d.a.command.join(" "), d.b.command.join(" ")),
-        (
-            "exit status",
-            format!("{:?}", d.a.exit_code),
-            format!("{:?}", d.b.exit_code),
-        ),
+        ("exit status", status(d.a.exit_code), status(d.b.exit_code)),
         ("scripts", d.a.scripts.to_string(), d.b.scripts.to_string()),
         (
             "files",
