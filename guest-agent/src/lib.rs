@@ -6,6 +6,7 @@ pub mod apply;
 pub mod cli;
 pub mod fs;
 pub mod journal;
+pub mod restart;
 pub mod rollback;
 pub mod script;
 pub mod serve;

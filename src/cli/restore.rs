@@ -214,6 +214,7 @@ pub(crate) fn report_delivery(
                     outcome.timings.unpause_to_released_s,
                     outcome.timings.apply_s
                 )?;
+                print_restarts(&mut out, &outcome.report["restarts"])?;
             }
             Ok(())
         }
@@ -299,4 +300,39 @@ pub(crate) fn deliver(args: DeliverArgs) -> Result<()> {
         applier::restore::deliver(toolstack.as_ref(), args.domain, &options, &mut progress),
         args.json,
     )
+}
+
+/// What the agent restarted after its apply, what it left running on replaced files, and
+/// whether the guest must reboot (absent from agents older than the restarts).
+fn print_restarts(out: &mut impl Write, restarts: &serde_json::Value) -> Result<()> {
+    let restarted: Vec<&str> = restarts["restarted"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    if !restarted.is_empty() {
+        writeln!(out, "  restarted after the update: {}", restarted.join(", "))?;
+    }
+    for failed in restarts["failed"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  restart FAILED: {}: {}",
+            failed["unit"].as_str().unwrap_or("?"),
+            failed["error"].as_str().unwrap_or("?")
+        )?;
+    }
+    for left in restarts["not_restarted"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  still running replaced files: pid {} ({}): {}",
+            left["pid"],
+            left["comm"].as_str().unwrap_or("?"),
+            left["reason"].as_str().unwrap_or("?")
+        )?;
+    }
+    if let Some(reboot) = restarts["reboot_needed"].as_str() {
+        writeln!(out, "  reboot needed: {reboot}")?;
+    }
+    Ok(())
 }

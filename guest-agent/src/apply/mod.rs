@@ -103,6 +103,8 @@ pub struct Timings {
     /// Placing script files and waiting for them, minus the scripts' own run time.
     pub script_handling: f64,
     pub scripts: f64,
+    /// Finding the processes that hold replaced files, and restarting their units.
+    pub restarts: f64,
     /// Everything but `scripts`.
     pub own: f64,
     pub total: f64,
@@ -123,6 +125,9 @@ pub struct Report {
     pub forced: bool,
     pub steps: Vec<StepReport>,
     pub scripts: Vec<ScriptReport>,
+    /// After an apply (also one found already done): what still ran replaced files, what was
+    /// restarted, whether a reboot is needed.
+    pub restarts: Option<crate::restart::RestartReport>,
     pub timings: Timings,
 }
 
@@ -143,12 +148,22 @@ pub fn apply(options: &ApplyOptions) -> Report {
             forced: false,
             steps: Vec::new(),
             scripts: Vec::new(),
+            restarts: None,
             timings: Timings::default(),
         },
         journal_seconds: 0.0,
+        targets: None,
     };
     match run.apply(options, &root_path) {
-        Ok(result) => run.report.result = result,
+        Ok(result) => {
+            run.report.result = result;
+            if let Some(targets) = &run.targets {
+                let restart = crate::restart::can_restart(options.root.is_some());
+                let restarts = crate::restart::after_apply(targets, &root_path, restart);
+                run.report.timings.restarts = restarts.seconds;
+                run.report.restarts = Some(restarts);
+            }
+        }
         Err(e) => {
             run.report.result = if e.downcast_ref::<Refused>().is_some() {
                 "refused"
@@ -168,6 +183,8 @@ pub fn apply(options: &ApplyOptions) -> Report {
 struct Run {
     report: Report,
     journal_seconds: f64,
+    /// What the verified bundle replaces, for the restarts after it is applied.
+    targets: Option<crate::restart::Targets>,
 }
 
 /// The bundle's scripts, read during verification.
@@ -244,6 +261,7 @@ impl Run {
         let verified = verify(&options.bundle, &options.key)?;
         let manifest = verified.bundle.manifest();
         self.report.bundle_id = Some(manifest.bundle_id.clone());
+        self.targets = Some(crate::restart::Targets::of(manifest));
         let digest = manifest_digest(manifest)?;
         self.step(
             Step::Verify,

@@ -7,7 +7,7 @@
 //! own time and dormouse's (printed, and written to `$DORMOUSE_AGENT_BENCH` as JSON when set;
 //! `scripts/build-agent --bench` runs this with the release agent).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::tree::{Node, snapshot};
 use crate::{CHROOT_MOUNTS, agent, copy_guest, dormouse_bin, in_private_ns, text, with_policy_rc_d};
 
 /// `apt-get update` exits 0 even when every source fails; its Err:/W: lines tell.
-const UPDATE: &str =
+pub(crate) const UPDATE: &str =
     "apt-get update >/tmp/update.log 2>&1; cat /tmp/update.log; ! grep -qE '^(Err|W):' /tmp/update.log";
 
 /// Directories whose contents are not compared: mount points of the chroot runs.
@@ -74,9 +74,9 @@ fn online(root: &Path, command: &str) -> f64 {
     })
 }
 
-/// B: emulate on the image, apply the bundle to `root`. Returns the emulation's seconds and
-/// the agent's report.
-fn offline(image: &Path, dump: &Path, work: &Path, root: &Path, command: &str) -> (f64, Value) {
+/// `dormouse emulate --out` of `command` on the image: the seconds it took, the bundle and the
+/// public key that verifies it (both in `work`).
+pub(crate) fn emulated_bundle(image: &Path, dump: &Path, work: &Path, command: &str) -> (f64, PathBuf, PathBuf) {
     let path = |name: &str| work.join(name);
     let keygen = Command::new(dormouse_bin())
         .args(["keygen", "--out"])
@@ -102,8 +102,11 @@ fn offline(image: &Path, dump: &Path, work: &Path, root: &Path, command: &str) -
         .unwrap();
     let emulate_seconds = start.elapsed().as_secs_f64();
     assert!(emulate.status.success(), "emulate {command:?}: {}", text(&emulate));
-    let bundle = path("b.dmb");
-    let key = path("key.pub");
+    (emulate_seconds, path("b.dmb"), path("key.pub"))
+}
+
+/// `dormouse-agent apply --root root` of the bundle, which must apply; the agent's report.
+pub(crate) fn applied(root: &Path, bundle: &Path, key: &Path) -> Value {
     let out = with_policy_rc_d(root, || {
         agent(
             &[
@@ -117,10 +120,17 @@ fn offline(image: &Path, dump: &Path, work: &Path, root: &Path, command: &str) -
             &[],
         )
     });
-    assert!(out.status.success(), "apply {command:?}: {}", text(&out));
+    assert!(out.status.success(), "apply {}: {}", bundle.display(), text(&out));
     let report: Value = serde_json::from_slice(&out.stdout).expect("the agent's JSON report");
     assert_eq!(report["result"], "applied", "{report:#}");
-    (emulate_seconds, report)
+    report
+}
+
+/// B: emulate on the image, apply the bundle to `root`. Returns the emulation's seconds and
+/// the agent's report.
+fn offline(image: &Path, dump: &Path, work: &Path, root: &Path, command: &str) -> (f64, Value) {
+    let (emulate_seconds, bundle, key) = emulated_bundle(image, dump, work, command);
+    (emulate_seconds, applied(root, &bundle, &key))
 }
 
 #[test]

@@ -12,6 +12,7 @@
 
 mod equivalence;
 mod faults;
+mod restarts;
 mod serve;
 mod static_build;
 mod tree;
