@@ -128,23 +128,24 @@ fn upper_layer_reads_with_overlay_semantics() {
             names
         })
         .collect();
-    let merged_files: Vec<Option<Vec<u8>>> = [
+    let files = [
         "/etc/a",
         "/etc/gone",
         "/opq/new",
         "/opq/old-child",
         "/keep/x",
         "/etc/link",
-    ]
-    .iter()
-    .map(|f| {
-        let p = merged.join(f.trim_start_matches('/'));
-        fs::symlink_metadata(&p)
-            .ok()
-            .filter(|m| m.is_file())
-            .map(|_| fs::read(&p).unwrap())
-    })
-    .collect();
+    ];
+    let merged_files: Vec<Option<Vec<u8>>> = files
+        .iter()
+        .map(|f| {
+            let p = merged.join(f.trim_start_matches('/'));
+            fs::symlink_metadata(&p)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|_| fs::read(&p).unwrap())
+        })
+        .collect();
     drop(guard);
 
     // The premise: the kernel marked opaque both the directory replacing a guest directory and
@@ -281,14 +282,6 @@ fn upper_layer_reads_with_overlay_semantics() {
     for (dir, want) in dirs.iter().zip(&merged_names) {
         assert_eq!(&list_after(&layers, dir).unwrap(), want, "{dir}");
     }
-    let files = [
-        "/etc/a",
-        "/etc/gone",
-        "/opq/new",
-        "/opq/old-child",
-        "/keep/x",
-        "/etc/link",
-    ];
     for (file, want) in files.iter().zip(&merged_files) {
         let got = open_after(&layers, file).unwrap().map(|(mut f, _)| {
             let mut bytes = Vec::new();

@@ -5,14 +5,10 @@ use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::Path;
 
-use emulator::capture::{CaptureLayer, ChangeSet, EntryKind};
+use emulator::capture::{CaptureLayer, ChangeSet, EntryKind, sha256_reader};
 use emulator::run::RunReport;
-use emulator::trace::{Phase, ScriptRecord};
-use sha2::{Digest, Sha256};
 
-use crate::schema::{
-    Category, ExcludedRef, Exec, IndexFile, InputFile, Outcome, PhaseTime, Repository, Upper, UpperEntry,
-};
+use crate::schema::{Category, ExcludedRef, IndexFile, InputFile, Outcome, PhaseTime, Repository, Upper, UpperEntry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -34,24 +30,6 @@ pub const MAX_LIST_BYTES: u64 = 256 << 20;
 /// are a few hundred).
 const MAX_INDEX_FILES: usize = 20_000;
 
-/// SHA-256 and length of everything `reader` yields.
-pub fn hash_reader(mut reader: impl Read) -> io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        hasher.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((bytes, hex::encode(hasher.finalize())))
-}
-
 /// A dom0 input (image, disk image or block device, profile file) pinned by its bytes.
 pub fn hash_input(path: &Path) -> Result<InputFile, BuildError> {
     let err = |source| BuildError::Hash {
@@ -59,38 +37,12 @@ pub fn hash_input(path: &Path) -> Result<InputFile, BuildError> {
         source,
     };
     let file = std::fs::File::open(path).map_err(err)?;
-    let (bytes, sha256) = hash_reader(file).map_err(err)?;
+    let (bytes, sha256) = sha256_reader(file).map_err(err)?;
     Ok(InputFile {
         path: path.display().to_string(),
         bytes,
         sha256,
     })
-}
-
-pub fn execs(scripts: &[ScriptRecord]) -> Vec<Exec> {
-    scripts
-        .iter()
-        .map(|s| Exec {
-            seq: s.seq,
-            manager: match s.manager {
-                emulator::trace::record::Manager::Dpkg => "dpkg".into(),
-                emulator::trace::record::Manager::Rpm => "rpm".into(),
-            },
-            phase: match s.phase {
-                Phase::Pre => "pre".into(),
-                Phase::Post => "post".into(),
-            },
-            script_type: s.script_type.name().into(),
-            package: s.package.clone(),
-            arch: s.arch.clone(),
-            triggered: s.triggered,
-            rpm_tag: s.rpm_tag.clone(),
-            path: s.path.clone(),
-            argv: s.argv.clone(),
-            env: s.env.clone(),
-            sha256: s.sha256.clone(),
-        })
-        .collect()
 }
 
 pub fn outcome(run: &RunReport) -> Outcome {
@@ -297,7 +249,7 @@ fn hash_guest_file(layers: &[CaptureLayer], guest_path: &str) -> Result<Option<I
     let Some((file, at)) = emulator::capture::open_after(layers, guest_path)? else {
         return Ok(None);
     };
-    let (bytes, sha256) = hash_reader(file).map_err(|source| BuildError::Hash {
+    let (bytes, sha256) = sha256_reader(file).map_err(|source| BuildError::Hash {
         path: at.display().to_string(),
         source,
     })?;
@@ -327,7 +279,7 @@ mod tests {
 
     #[test]
     fn hashes_are_sha256_of_every_byte() {
-        let (n, h) = hash_reader(&b"abc"[..]).unwrap();
+        let (n, h) = sha256_reader(&b"abc"[..]).unwrap();
         assert_eq!(n, 3);
         assert_eq!(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }

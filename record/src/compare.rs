@@ -151,7 +151,7 @@ fn execs(recorded: &[Exec], replayed: &[Exec]) -> ExecsComparison {
         format!(
             "{} {} {}",
             e.package,
-            e.script_type,
+            e.script_type.name(),
             e.argv.iter().skip(1).cloned().collect::<Vec<_>>().join(" ")
         )
     };

@@ -74,7 +74,7 @@ impl ScriptKey {
     pub fn of(e: &Exec) -> ScriptKey {
         ScriptKey {
             package: e.package.clone(),
-            script_type: e.script_type.clone(),
+            script_type: e.script_type.name().to_owned(),
             triggered: e.triggered,
             args: e.argv.iter().skip(1).cloned().collect(),
             sha256: e.sha256.clone(),

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use emulator::trace::ScriptRecord;
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "dormouse.record/1";
@@ -26,7 +27,7 @@ pub struct Record {
     /// Wall time of each phase, in the order they ran.
     pub phases: Vec<PhaseTime>,
     /// The intercepted maintainer scripts, in execution order.
-    pub execs: Vec<Exec>,
+    pub execs: Vec<ScriptRecord>,
     pub upper: Upper,
     /// The package manager's sources and indices as the run left them.
     pub repository: Repository,
@@ -124,27 +125,9 @@ pub struct PhaseTime {
     pub seconds: f64,
 }
 
-/// One intercepted maintainer script (recorded, replaced by a no-op in dom0).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Exec {
-    pub seq: u64,
-    /// `dpkg` or `rpm`.
-    pub manager: String,
-    /// `pre`, `post`, ... as the bundle's manifest names them.
-    pub phase: String,
-    /// `preinst`, `postinst`, ... (`other` with `rpm_tag` for rpm's remaining scriptlets).
-    pub script_type: String,
-    pub package: String,
-    pub arch: Option<String>,
-    pub triggered: bool,
-    pub rpm_tag: Option<String>,
-    pub path: String,
-    pub argv: Vec<String>,
-    /// The `DPKG_*`/`RPM_*`/`LANG`/`PATH` variables the script got, `KEY=VALUE`.
-    pub env: Vec<String>,
-    /// SHA-256 of the script's bytes.
-    pub sha256: String,
-}
+/// One intercepted maintainer script, as the tracer recorded it (its bytes are in the bundle,
+/// not the record).
+pub type Exec = ScriptRecord;
 
 /// The upper layers after the run: what the emulation changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -567,7 +567,7 @@ fn assemble_record(
         },
         outcome: record::build::outcome(&report.run),
         phases: record::build::phases(&report.run.phases),
-        execs: record::build::execs(&report.run.trace.scripts),
+        execs: report.run.trace.scripts.clone(),
         upper: parts.upper,
         repository: parts.repository,
         bundle,

@@ -461,15 +461,22 @@ fn hash_upper_file(path: &Path) -> Result<(u64, String)> {
     hash_reader(file, path)
 }
 
-fn hash_reader(mut reader: impl Read, path: &Path) -> Result<(u64, String)> {
+fn hash_reader(reader: impl Read, path: &Path) -> Result<(u64, String)> {
+    sha256_reader(reader).map_err(io_err("reading", path))
+}
+
+/// Length and SHA-256 (hex) of everything `reader` yields.
+pub fn sha256_reader(mut reader: impl Read) -> io::Result<(u64, String)> {
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 << 10];
+    let mut buf = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let n = reader.read(&mut buf).map_err(io_err("reading", path))?;
-        if n == 0 {
-            break;
-        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         hasher.update(&buf[..n]);
         size += n as u64;
     }

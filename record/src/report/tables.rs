@@ -154,7 +154,7 @@ pub(super) struct ScriptKind {
 
 impl ScriptKind {
     fn of(exec: &Exec) -> Self {
-        let script_type = match (&*exec.script_type, &exec.rpm_tag) {
+        let script_type = match (exec.script_type.name(), &exec.rpm_tag) {
             ("other", Some(tag)) => tag.clone(),
             (script_type, _) => script_type.to_owned(),
         };

@@ -6,6 +6,19 @@ use crate::schema::{
     Category, ExcludedRef, Exec, Inputs, Kernel, Online, Options, Outcome, PhaseTime, Repository, SCHEMA, Upper,
     UpperEntry,
 };
+use emulator::trace::{Manager, ScriptType};
+
+fn script_type_named(name: &str) -> ScriptType {
+    [
+        ScriptType::Preinst,
+        ScriptType::Postinst,
+        ScriptType::Prerm,
+        ScriptType::Postrm,
+    ]
+    .into_iter()
+    .find(|t| t.name() == name)
+    .unwrap_or(ScriptType::Other)
+}
 
 /// A record with the given phases, execs `(package, script_type, triggered)` and upper entries
 /// `(path, kind, size, category)`; everything else empty.
@@ -63,19 +76,23 @@ fn record(phases: &[(&str, f64)], execs: &[(&str, &str, bool)], entries: &[(&str
         execs: execs
             .iter()
             .enumerate()
-            .map(|(seq, (package, script_type, triggered))| Exec {
-                seq: seq as u64,
-                manager: "dpkg".to_owned(),
-                phase: if script_type.starts_with("pre") { "pre" } else { "post" }.to_owned(),
-                script_type: (*script_type).to_owned(),
-                package: (*package).to_owned(),
-                arch: None,
-                triggered: *triggered,
-                rpm_tag: None,
-                path: format!("/var/lib/dpkg/info/{package}.{script_type}"),
-                argv: Vec::new(),
-                env: Vec::new(),
-                sha256: String::new(),
+            .map(|(seq, (package, script_type, triggered))| {
+                let script_type = script_type_named(script_type);
+                Exec {
+                    seq: seq as u64,
+                    manager: Manager::Dpkg,
+                    phase: script_type.phase(),
+                    script_type,
+                    package: (*package).to_owned(),
+                    arch: None,
+                    triggered: *triggered,
+                    rpm_tag: None,
+                    path: format!("/var/lib/dpkg/info/{package}.{}", script_type.name()),
+                    argv: Vec::new(),
+                    env: Vec::new(),
+                    bytes: Vec::new(),
+                    sha256: String::new(),
+                }
             })
             .collect(),
         upper: Upper {
@@ -326,8 +343,8 @@ fn scripts_csv_counts_per_package_and_kind() {
         &[],
     );
     // rpm's other scriptlets are named by their tag.
-    first.execs[1].manager = "rpm".to_owned();
-    first.execs[1].script_type = "other".to_owned();
+    first.execs[1].manager = Manager::Rpm;
+    first.execs[1].script_type = ScriptType::Other;
     first.execs[1].rpm_tag = Some("%pretrans".to_owned());
     let second = record(&[], &[("libc6", "preinst", false)], &[]);
     let (_dir, summary) = report(vec![("first.json", first), ("second.json", second)]);
